@@ -1,0 +1,116 @@
+/*
+ * config.h — the one configuration table.
+ *
+ * Every key is one row of CONFIG_TABLE: field, env name, type, default,
+ * min, max, flags, doc.  The table generates struct config, the defaults,
+ * the parser and validator, --help, --print-config and config/reference.md.
+ * Precedence: default < config file (--config, default config/execd.conf if
+ * present) < environment < --set KEY=VALUE.  Unknown EXECD_* keys and
+ * out-of-range values are errors naming the key.  EXECD_KAFKA_PROP_x_y is
+ * passed through to librdkafka as x.y (see bus.h).  Sizes are bytes,
+ * durations milliseconds unless the name says otherwise.
+ */
+#ifndef EXECD_CONFIG_H
+#define EXECD_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CFG_SECRET 1u
+
+/* X(field, ENV, type, default, min, max, flags, doc); type: STR INT BOOL.
+ * For STR rows min/max bound the length; default is a string literal. */
+#define CONFIG_TABLE(X)                                                                            \
+    X(roles, "EXECD_ROLES", STR, "all", 1, 512, 0,                                                 \
+      "Roles this process runs: a comma list (api,store,...) or 'all'")                            \
+    X(service_name, "EXECD_SERVICE_NAME", STR, "execd", 1, 64, 0,                                  \
+      "Service name stamped into event metadata and logs")                                         \
+    X(log_level, "EXECD_LOG_LEVEL", STR, "info", 4, 5, 0, "debug, info, warn or error")            \
+    X(log_format, "EXECD_LOG_FORMAT", STR, "logfmt", 4, 6, 0, "logfmt or json")                    \
+    X(shutdown_timeout_ms, "EXECD_SHUTDOWN_TIMEOUT_MS", INT, "10000", 100, 600000, 0,              \
+      "Deadline for the ordered stop after SIGTERM/SIGINT")                                        \
+    X(http_listen, "EXECD_HTTP_LISTEN", STR, "127.0.0.1:8080", 1, 128, 0,                          \
+      "Main HTTP server address (API, SSE, health, metrics)")                                      \
+    X(http_threads, "EXECD_HTTP_THREADS", INT, "64", 4, 4096, 0,                                   \
+      "HTTP worker threads (one per open connection)")                                             \
+    X(http_body_limit_bytes, "EXECD_HTTP_BODY_LIMIT_BYTES", INT, "10485760", 1024,                 \
+      1073741824, 0, "Largest request body accepted (413 beyond)")                                 \
+    X(http_request_timeout_ms, "EXECD_HTTP_REQUEST_TIMEOUT_MS", INT, "30000", 100, 3600000, 0,     \
+      "Bound on each HTTP read or write")                                                          \
+    X(kafka_brokers, "EXECD_KAFKA_BROKERS", STR, "127.0.0.1:9092", 1, 1024, 0,                     \
+      "Kafka bootstrap servers")                                                                   \
+    X(topic_prefix, "EXECD_TOPIC_PREFIX", STR, "", 0, 64, 0,                                       \
+      "Prefix for every topic name, so deployments can share a cluster")                           \
+    X(kafka_publish_timeout_ms, "EXECD_KAFKA_PUBLISH_TIMEOUT_MS", INT, "10000", 100, 300000, 0,    \
+      "How long a publish waits for its delivery report before failing")                           \
+    X(kafka_handler_attempts, "EXECD_KAFKA_HANDLER_ATTEMPTS", INT, "3", 1, 100, 0,                 \
+      "Attempts of a failing handler before its message goes to the dead-letter queue")            \
+    X(kafka_retry_backoff_ms, "EXECD_KAFKA_RETRY_BACKOFF_MS", INT, "100", 1, 60000, 0,             \
+      "Base delay between handler attempts (doubles each attempt)")                                \
+    X(kafka_session_timeout_ms, "EXECD_KAFKA_SESSION_TIMEOUT_MS", INT, "6000", 1000, 300000, 0,    \
+      "Consumer group session timeout")                                                            \
+    X(kafka_replication_factor, "EXECD_KAFKA_REPLICATION_FACTOR", INT, "1", 1, 16, 0,              \
+      "Replication factor of topics created at start-up")                                          \
+    X(event_retention_days, "EXECD_EVENT_RETENTION_DAYS", INT, "7", 1, 3650, 0,                    \
+      "Retention of the execution_events topic")                                                   \
+    X(mongo_uri, "EXECD_MONGO_URI", STR, "mongodb://127.0.0.1:27017/execd", 1, 1024, CFG_SECRET,   \
+      "MongoDB connection string (database taken from the path)")                                  \
+    X(mongo_pool_size, "EXECD_MONGO_POOL_SIZE", INT, "16", 1, 1000, 0,                             \
+      "Largest number of pooled MongoDB connections")                                              \
+    X(mongo_timeout_ms, "EXECD_MONGO_TIMEOUT_MS", INT, "5000", 100, 120000, 0,                     \
+      "MongoDB server selection and socket timeout")                                               \
+    X(reaper_interval_ms, "EXECD_REAPER_INTERVAL_MS", INT, "60000", 100, 86400000, 0,              \
+      "How often documents past their expires_at are deleted")                                     \
+    X(store_threads, "EXECD_STORE_THREADS", INT, "1", 1, 64, 0,                                    \
+      "Threads of the store role (event store consumers)")                                         \
+    X(store_batch_size, "EXECD_STORE_BATCH_SIZE", INT, "500", 1, 10000, 0,                         \
+      "Events per event-store insert batch")                                                       \
+    X(store_batch_ms, "EXECD_STORE_BATCH_MS", INT, "50", 1, 10000, 0,                              \
+      "Longest wait to fill an event-store batch")                                                 \
+    X(node_listen, "EXECD_NODE_LISTEN", STR, "127.0.0.1:8081", 1, 128, 0,                          \
+      "Address of the embedded node's Kubernetes API")                                             \
+    X(node_threads, "EXECD_NODE_THREADS", INT, "32", 4, 1024, 0,                                   \
+      "HTTP threads of the node role (each open watch holds one)")                                 \
+    X(node_slots, "EXECD_NODE_SLOTS", INT, "0", 0, 1024, 0,                                        \
+      "Pods running at once on the node (0 = number of cores)")                                    \
+    X(node_token, "EXECD_NODE_TOKEN", STR, "", 0, 512, CFG_SECRET,                                 \
+      "Bearer token the node requires (empty = no auth)")                                          \
+    X(node_state_dir, "EXECD_NODE_STATE_DIR", STR, "var/node", 1, 1024, 0,                         \
+      "Directory for pod state, ConfigMaps and logs of the node role")                             \
+    X(node_log_limit_bytes, "EXECD_NODE_LOG_LIMIT_BYTES", INT, "2097152", 1024, 1073741824, 0,     \
+      "Cap on a pod's stored log")                                                                 \
+    X(node_pids_max, "EXECD_NODE_PIDS_MAX", INT, "64", 4, 100000, 0,                               \
+      "Process limit per pod")                                                                     \
+    X(node_watch_history, "EXECD_NODE_WATCH_HISTORY", INT, "1000", 10, 1000000, 0,                 \
+      "Watch events kept for resumption; older resourceVersions get 410 Gone")
+
+#define CFG_CTYPE_STR char *
+#define CFG_CTYPE_INT int64_t
+#define CFG_CTYPE_BOOL bool
+#define CFG_FIELD(field, env, type, def, min, max, flags, doc) CFG_CTYPE_##type field;
+
+struct config {
+    CONFIG_TABLE(CFG_FIELD)
+};
+
+/* Loads defaults, the config file, the environment and --set overrides from
+ * argv (argv is scanned for --config PATH and --set K=V; other arguments are
+ * ignored).  On error returns -EINVAL and writes a message naming the key
+ * into err.  Release with config_release. */
+int config_load(struct config *cfg, int argc, char **argv, char *err, size_t errlen);
+void config_release(struct config *cfg);
+
+/* Writes KEY=VALUE lines, secrets masked. */
+void config_print(const struct config *cfg, FILE *out);
+/* Writes the key table as help text. */
+void config_help(FILE *out);
+/* Writes config/reference.md. */
+void config_reference(FILE *out);
+/* Writes an example config file with every key commented. */
+void config_example(FILE *out);
+
+/* Effective node slots (node_slots, or cores when 0). */
+int config_node_slots(const struct config *cfg);
+
+#endif

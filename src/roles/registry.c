@@ -1,0 +1,23 @@
+/*
+ * registry.c — the static list of roles this build provides.
+ *
+ * Order matters: roles start in this order and stop in reverse, so
+ * producers of work come after the roles that consume it.  A role appears
+ * here only once it is implemented; EXECD_ROLES naming anything else is a
+ * start-up error.
+ */
+#include "module.h"
+
+#include <string.h>
+
+const struct role *const role_registry[] = {
+    NULL,
+};
+
+const struct role *role_find(const char *name)
+{
+    for (const struct role *const *r = role_registry; *r; r++)
+        if (strcmp((*r)->name, name) == 0)
+            return *r;
+    return NULL;
+}
