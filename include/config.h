@@ -83,7 +83,51 @@
     X(node_pids_max, "EXECD_NODE_PIDS_MAX", INT, "64", 4, 100000, 0,                               \
       "Process limit per pod")                                                                     \
     X(node_watch_history, "EXECD_NODE_WATCH_HISTORY", INT, "1000", 10, 1000000, 0,                 \
-      "Watch events kept for resumption; older resourceVersions get 410 Gone")
+      "Watch events kept for resumption; older resourceVersions get 410 Gone")                 \
+    /* api role: accounts, sessions, CSRF, rate limits, CORS (src/roles/api) */                    \
+    X(secret_key, "EXECD_SECRET_KEY", STR, "execd-dev-secret-key-change-me-0123456789", 32, 512,   \
+      CFG_SECRET,                                                                                  \
+      "HMAC-SHA256 key signing session JWTs (HS256) and CSRF tokens; at least 32 bytes. The "      \
+      "default is a public development key and the api logs a warning while it is in use")        \
+    X(bcrypt_cost, "EXECD_BCRYPT_COST", INT, "12", 4, 15, 0,                                       \
+      "bcrypt cost (log2 of the rounds) of new password hashes ($2b$ through crypt(3)); 12 costs " \
+      "roughly 0.2-0.4 s of one core per hash or login, each step up doubles it")                  \
+    X(session_timeout_minutes, "EXECD_SESSION_TIMEOUT_MINUTES", INT, "60", 1, 10080, 0,            \
+      "Session lifetime: the JWT exp claim and the Max-Age of the access_token and csrf_token "    \
+      "cookies (default 60 minutes)")                                                              \
+    X(login_max_attempts, "EXECD_LOGIN_MAX_ATTEMPTS", INT, "5", 1, 1000, 0,                        \
+      "Failed logins of one username (known or not) before it is locked; while locked every "      \
+      "login answers 423, even with the right password")                                           \
+    X(login_lockout_minutes, "EXECD_LOGIN_LOCKOUT_MINUTES", INT, "15", 1, 10080, 0,                \
+      "How long a locked username stays locked (default 15 minutes); failures older than this "    \
+      "are forgotten, a successful login forgets them at once")                                    \
+    X(rate_limit_enabled, "EXECD_RATE_LIMIT_ENABLED", BOOL, "true", 0, 1, 0,                       \
+      "Per-client-IP rate limiting of /api/v1 with X-RateLimit-* headers and 429; false turns it " \
+      "off (no headers, no 429). Counters live in each process's memory")                         \
+    X(rate_limit_rules, "EXECD_RATE_LIMIT_RULES", STR,                                             \
+      "^/api/v1/execute=10,^/api/v1/auth/.*=20,^/api/v1/admin/.*=100,^/api/v1/events/.*=5,"        \
+      "^/api/v1/.*=60",                                                                            \
+      1, 4096, 0,                                                                                  \
+      "Rate-limit rules, first match wins: comma list of PATTERN=LIMIT, LIMIT requests per "       \
+      "client IP per sliding 60 s; PATTERN is a small regex (^ $ . * and literals)")               \
+    X(rate_limit_exempt, "EXECD_RATE_LIMIT_EXEMPT", STR,                                           \
+      "/api/v1/health,/metrics,/api/v1/auth/login,/api/v1/auth/register,/api/v1/auth/logout", 0,   \
+      4096, 0, "Path prefixes never counted by the rate limiter (comma list)")                     \
+    X(cors_origins, "EXECD_CORS_ORIGINS", STR, "", 0, 4096, 0,                                     \
+      "Origins allowed cross-origin with credentials (comma list of scheme://host[:port]); empty " \
+      "= no CORS headers")                                                                         \
+    X(trusted_proxies, "EXECD_TRUSTED_PROXIES", STR, "loopback,private", 0, 4096, 0,               \
+      "Peers whose X-Forwarded-For/X-Real-IP are believed: comma list of loopback, private, "      \
+      "IPv4 addresses or a.b.c.d/n; 'none' or empty trusts nobody")                                \
+    X(admin_username, "EXECD_ADMIN_USERNAME", STR, "", 0, 64, 0,                                   \
+      "Bootstrap admin created at start-up when no admin exists (needs EXECD_ADMIN_PASSWORD)")     \
+    X(admin_password, "EXECD_ADMIN_PASSWORD", STR, "", 0, 1024, CFG_SECRET,                        \
+      "Password of the bootstrap admin (at least 8 characters)")                                   \
+    X(admin_email, "EXECD_ADMIN_EMAIL", STR, "", 0, 254, 0,                                        \
+      "Email of the bootstrap admin (empty = <username>@execd.local)")                             \
+    X(api_threads, "EXECD_API_THREADS", INT, "4", 1, 256, 0,                                       \
+      "Threads of the api role's pool, which runs every bcrypt hash and check (bounds the CPU "    \
+      "spent on logins; a full queue answers 503)")
 
 #define CFG_CTYPE_STR char *
 #define CFG_CTYPE_INT int64_t

@@ -36,6 +36,14 @@ int http_server_new(const struct http_server_opts *opts, struct http_server **ou
 /* Adds a route; call before http_server_start.  -EINVAL on a bad pattern. */
 int http_route(struct http_server *srv, const char *method, const char *pattern, http_fn fn,
                void *ctx);
+/* Middleware: runs on every request before routing (so also before 404/405
+ * answers), in the order added.  Returns 0 to continue, non-zero when it has
+ * answered the request itself (routing is then skipped).  Headers it adds
+ * with http_add_header go out with whatever response follows.  Call before
+ * http_server_start; -ENOSPC past HTTP_MAX_MIDDLEWARE. */
+typedef int (*http_middleware_fn)(struct http_req *req, void *ctx);
+#define HTTP_MAX_MIDDLEWARE 8
+int http_use(struct http_server *srv, http_middleware_fn fn, void *ctx);
 int http_server_start(struct http_server *srv);
 /* Port actually bound (useful with port 0). */
 int http_server_port(const struct http_server *srv);

@@ -50,6 +50,9 @@ struct http_server {
     int port;
     struct metrics *metrics;
     struct metric *m_dur;
+    http_middleware_fn mw[HTTP_MAX_MIDDLEWARE];
+    void *mw_ctx[HTTP_MAX_MIDDLEWARE];
+    int nmw;
 };
 
 struct http_req {
@@ -150,6 +153,16 @@ int http_route(struct http_server *srv, const char *method, const char *pattern,
 fail:
     route_free(r);
     return -EINVAL;
+}
+
+int http_use(struct http_server *srv, http_middleware_fn fn, void *ctx)
+{
+    if (srv->nmw == HTTP_MAX_MIDDLEWARE)
+        return -ENOSPC;
+    srv->mw[srv->nmw] = fn;
+    srv->mw_ctx[srv->nmw] = ctx;
+    srv->nmw++;
+    return 0;
 }
 
 void http_routes_each(const struct http_server *srv,
@@ -515,6 +528,17 @@ static void req_release(struct http_req *req)
     free(req->body);
 }
 
+static int run_middleware(struct http_server *srv, struct http_req *req)
+{
+    for (int i = 0; i < srv->nmw; i++)
+        if (srv->mw[i](req, srv->mw_ctx[i]) != 0) {
+            if (!req->responded)
+                http_respond_error(req, 500, "Infrastructure", "middleware sent no response");
+            return 1;
+        }
+    return 0;
+}
+
 static int dispatch(struct mg_connection *conn, void *cbdata)
 {
     struct http_server *srv = cbdata;
@@ -536,6 +560,8 @@ static int dispatch(struct mg_connection *conn, void *cbdata)
     if (atomic_load(&srv->stopping)) {
         mg_disable_connection_keep_alive(conn);
         http_respond_error(&req, 503, "Infrastructure", "server is shutting down");
+    } else if (run_middleware(srv, &req)) {
+        /* answered by a middleware */
     } else if (nsegs < 0 || strlen(path) >= sizeof(buf)) {
         http_respond_error(&req, 404, "NotFound", "Not Found");
     } else {

@@ -10,7 +10,14 @@
 
 #include <string.h>
 
+extern const struct role role_store;
+extern const struct role role_api;
+extern const struct role role_node;
+
 const struct role *const role_registry[] = {
+    &role_store,
+    &role_api,
+    &role_node,
     NULL,
 };
 
