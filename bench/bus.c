@@ -137,8 +137,12 @@ static int bench_ours(const struct config *cfg, struct metrics *m, long hops, st
     if (rc || (rc = bus_ensure_topics(bus)))
         goto out;
     static const enum topic_id topics[] = {TOPIC_SYSTEM_EVENTS};
-    struct bus_consumer_opts o = {.role = "bench", .group = "bench-hop", .topics = topics,
-                                  .ntopics = 1, .handler = hop_handler, .ctx = l};
+    struct bus_consumer_opts o = {.role = "bench",
+                                  .group = "bench-hop",
+                                  .topics = topics,
+                                  .ntopics = 1,
+                                  .handler = hop_handler,
+                                  .ctx = l};
     if ((rc = bus_consumer_new(bus, &o, &c)) || (rc = bus_consumer_start(c)))
         goto out;
     char p[64];
@@ -218,8 +222,7 @@ static rd_kafka_t *raw_new(rd_kafka_type_t type, const struct config *cfg, const
         rd_kafka_conf_set(c, "auto.offset.reset", "earliest", err, sizeof(err));
         rd_kafka_conf_set(c, "enable.auto.offset.store", "false", err, sizeof(err));
         rd_kafka_conf_set(c, "auto.commit.interval.ms", "500", err, sizeof(err));
-        rd_kafka_conf_set(c, "partition.assignment.strategy", "range,roundrobin", err,
-                          sizeof(err));
+        rd_kafka_conf_set(c, "partition.assignment.strategy", "range,roundrobin", err, sizeof(err));
         rd_kafka_conf_set(c, "fetch.wait.max.ms", "10", err, sizeof(err));
         rd_kafka_conf_set(c, "fetch.min.bytes", "1", err, sizeof(err));
     }
@@ -417,8 +420,12 @@ static int bench_store_ingestion(const struct config *base, struct metrics *m, l
     /* (a) the store role, through its public lifecycle. */
     const struct role *role = role_find("store");
     if (role) {
-        struct host host = {.role = "store", .cfg = &cfg, .bus = bus, .store = store,
-                            .metrics = m, .stopping = &stopping};
+        struct host host = {.role = "store",
+                            .cfg = &cfg,
+                            .bus = bus,
+                            .store = store,
+                            .metrics = m,
+                            .stopping = &stopping};
         void *state = NULL;
         int64_t t0 = mono_us();
         if ((rc = role->init(&host, &state)) || (rc = role->start(state)))
@@ -571,8 +578,8 @@ int main(int argc, char **argv)
            (long long)cfg.store_batch_size);
     printf("  %-44s %10.0f%s\n", "store role: Kafka backlog -> events", ir.role_eps,
            ir.role_ok ? "" : " (incomplete)");
-    printf("  %-44s %10s init %.0f ms, first event %.0f ms, all %.0f ms\n", "", "",
-           ir.init_ms, ir.first_ms, ir.total_ms);
+    printf("  %-44s %10s init %.0f ms, first event %.0f ms, all %.0f ms\n", "", "", ir.init_ms,
+           ir.first_ms, ir.total_ms);
     printf("  %-44s %10.0f\n", "store_insert_many (port)", ir.port_eps);
     printf("  %-44s %10.0f\n", "raw mongoc insert_many (baseline)", ir.raw_eps);
     printf("  %-44s %9.2fx %9.2fx\n", "ratio role/raw, port/raw",

@@ -388,7 +388,9 @@ int main(int argc, char **argv)
     event_set_service(app.cfg.service_name, EXECD_VERSION);
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "bus-publish") == 0) {
-            int rc = tool_bus_main(&app.cfg, argc - i, argv + i);
+            /* The registry assigns the schema ids the published headers carry. */
+            int rc = connect_store(&app) == 0 ? tool_bus_main(&app.cfg, argc - i, argv + i) : 1;
+            store_free(app.store);
             config_release(&app.cfg);
             return rc;
         }

@@ -7,8 +7,8 @@
 
 int retry_policy_check(const struct retry_policy *p)
 {
-    if (!p || p->base_ms <= 0 || p->multiplier < 1.0 || p->max_ms < p->base_ms ||
-        p->jitter < 0.0 || p->jitter > 1.0)
+    if (!p || p->base_ms <= 0 || p->multiplier < 1.0 || p->max_ms < p->base_ms || p->jitter < 0.0 ||
+        p->jitter > 1.0)
         return -EINVAL;
     return 0;
 }

@@ -49,7 +49,10 @@ extern char **environ;
 
 /* ------------------------------------------------------------ helpers */
 
-static void *unconst(const void *p) { return (void *)(uintptr_t)p; }
+static void *unconst(const void *p)
+{
+    return (void *)(uintptr_t)p;
+}
 
 static int64_t mono_us(void)
 {
@@ -303,9 +306,9 @@ int bus_new(const struct config *cfg, struct metrics *metrics, struct bus **out)
         topic_label(labels, sizeof(labels), topic_table[i].name);
         bus->published[i] = metrics_get(metrics, METRIC_COUNTER, "execd_kafka_published_total",
                                         "Messages delivered to Kafka", labels);
-        bus->failed[i] = metrics_get(metrics, METRIC_COUNTER, "execd_kafka_publish_failed_total",
-                                     "Publishes that failed (no delivery report or an error)",
-                                     labels);
+        bus->failed[i] =
+            metrics_get(metrics, METRIC_COUNTER, "execd_kafka_publish_failed_total",
+                        "Publishes that failed (no delivery report or an error)", labels);
     }
     bus->latency = metrics_get(metrics, METRIC_HISTOGRAM, "execd_kafka_publish_seconds",
                                "Publish latency up to the delivery report", "");
@@ -413,10 +416,10 @@ static int publish_raw(struct bus *bus, int topic_idx, const char *tname, const 
 
     rd_kafka_resp_err_t e;
     for (;;) {
-        e = rd_kafka_producev(bus->rk, RD_KAFKA_V_TOPIC(tname), RD_KAFKA_V_KEY(unconst(key), keylen),
-                              RD_KAFKA_V_VALUE(unconst(payload), len),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-                              RD_KAFKA_V_OPAQUE(w), RD_KAFKA_V_END);
+        e = rd_kafka_producev(
+            bus->rk, RD_KAFKA_V_TOPIC(tname), RD_KAFKA_V_KEY(unconst(key), keylen),
+            RD_KAFKA_V_VALUE(unconst(payload), len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(w), RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || now_mono_ms() >= deadline)
             break;
         sleep_ms(2); /* the bus-dr thread drains the queue */
@@ -754,16 +757,37 @@ static double rand01(struct bus_consumer *c)
     return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
 }
 
-/* Sleeps ms unless stop is asked; -ESHUTDOWN when stopping. */
+static void update_lag(struct bus_consumer *c);
+
+static void maybe_update_lag(struct bus_consumer *c)
+{
+    int64_t now = now_mono_ms();
+    if (now >= c->next_lag_ms) {
+        update_lag(c);
+        c->next_lag_ms = now + LAG_INTERVAL_MS;
+    }
+}
+
+/* Sleeps ms unless stop is asked; -ESHUTDOWN when stopping.  The lag gauge
+ * keeps being refreshed meanwhile: a consumer stuck in backoff is exactly
+ * when it matters. */
 static int nap(struct bus_consumer *c, int64_t ms)
 {
-    struct timespec ts;
-    deadline_ts(now_mono_ms() + ms, &ts);
-    pthread_mutex_lock(&c->mu);
-    while (!atomic_load(&c->stop))
-        if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
+    int64_t end = now_mono_ms() + ms;
+    while (!atomic_load(&c->stop)) {
+        int64_t now = now_mono_ms();
+        if (now >= end)
             break;
-    pthread_mutex_unlock(&c->mu);
+        int64_t until = end - now > 1000 ? now + 1000 : end;
+        struct timespec ts;
+        deadline_ts(until, &ts);
+        pthread_mutex_lock(&c->mu);
+        while (!atomic_load(&c->stop))
+            if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
+                break;
+        pthread_mutex_unlock(&c->mu);
+        maybe_update_lag(c);
+    }
     return atomic_load(&c->stop) ? -ESHUTDOWN : 0;
 }
 
@@ -879,8 +903,8 @@ static rd_kafka_headers_t *dlq_headers(struct bus_consumer *c, const struct cmsg
     snprintf(off, sizeof(off), "%lld", (long long)cm->rkm->offset);
     snprintf(retry, sizeof(retry), "%d", retries);
     ts_format_us(now_wall_us(), ts);
-    const char *vals[DLQ_EXTRA_HEADERS] = {cm->msg.topic_name, part, off, c->group,
-                                           error,              retry, ts};
+    const char *vals[DLQ_EXTRA_HEADERS] = {
+        cm->msg.topic_name, part, off, c->group, error, retry, ts};
     for (int i = 0; i < DLQ_EXTRA_HEADERS; i++)
         rd_kafka_header_add(h, ours[i], -1, vals[i], -1);
     return h;
@@ -981,8 +1005,8 @@ static int flush_batch(struct bus_consumer *c)
         if (rc == -ESHUTDOWN)
             goto out;
         metric_add(c->failed, 1);
-        log_warn(c->role, "batch handler failed", "n=%zu attempt=%d rc=%d err=\"%s\"", n, a + 1,
-                 rc, err);
+        log_warn(c->role, "batch handler failed", "n=%zu attempt=%d rc=%d err=\"%s\"", n, a + 1, rc,
+                 err);
         if (rc == -EBADMSG || a + 1 >= attempts)
             break;
         if (nap(c, retry_delay_ms(&c->policy, a, rand01(c)))) {
@@ -1081,11 +1105,8 @@ static void *consumer_main(void *arg)
     thread_name_set(c->thread_name);
     log_info(c->role, "consumer started", "group=%s topics=%zu", c->group, c->ntopics);
     while (!atomic_load(&c->stop)) {
+        maybe_update_lag(c);
         int64_t now = now_mono_ms();
-        if (now >= c->next_lag_ms) {
-            update_lag(c);
-            c->next_lag_ms = now + LAG_INTERVAL_MS;
-        }
         int timeout = POLL_MS;
         if (c->batch_handler && c->nbatch) {
             int64_t left = c->batch_start_ms + c->batch_ms - now;
@@ -1186,8 +1207,8 @@ int bus_consumer_new(struct bus *bus, const struct bus_consumer_opts *opts,
     c->policy = (struct retry_policy){
         .base_ms = cfg->kafka_retry_backoff_ms,
         .multiplier = 2.0,
-        .max_ms = cfg->kafka_retry_backoff_ms > RETRY_MAX_MS ? cfg->kafka_retry_backoff_ms
-                                                              : RETRY_MAX_MS,
+        .max_ms =
+            cfg->kafka_retry_backoff_ms > RETRY_MAX_MS ? cfg->kafka_retry_backoff_ms : RETRY_MAX_MS,
         .jitter = 0.1,
     };
     c->rng = (uint64_t)mono_us() ^ (uint64_t)(uintptr_t)c ^ 0x9E3779B97F4A7C15ULL;
@@ -1210,10 +1231,9 @@ int bus_consumer_new(struct bus *bus, const struct bus_consumer_opts *opts,
     for (size_t i = 0; i < c->ntopics; i++) {
         snprintf(labels, sizeof(labels), "group=\"%s\",topic=\"%s\"", c->group,
                  topic_table[c->topics[i]].name);
-        c->lag[c->topics[i]] =
-            metrics_get(bus->metrics, METRIC_GAUGE, "execd_kafka_consumer_lag",
-                        "Messages behind the high watermark (sum over assigned partitions)",
-                        labels);
+        c->lag[c->topics[i]] = metrics_get(
+            bus->metrics, METRIC_GAUGE, "execd_kafka_consumer_lag",
+            "Messages behind the high watermark (sum over assigned partitions)", labels);
     }
 
     conf = rd_kafka_conf_new();
@@ -1228,8 +1248,8 @@ int bus_consumer_new(struct bus *bus, const struct bus_consumer_opts *opts,
     rc = rc ? rc : cset(conf, "enable.auto.commit", "true", err, sizeof(err));
     rc = rc ? rc : cset(conf, "enable.auto.offset.store", "false", err, sizeof(err));
     rc = rc ? rc : cset(conf, "auto.commit.interval.ms", "500", err, sizeof(err));
-    rc = rc ? rc : cset(conf, "partition.assignment.strategy", "range,roundrobin", err,
-                        sizeof(err));
+    rc =
+        rc ? rc : cset(conf, "partition.assignment.strategy", "range,roundrobin", err, sizeof(err));
     snprintf(num, sizeof(num), "%lld", (long long)session);
     rc = rc ? rc : cset(conf, "session.timeout.ms", num, err, sizeof(err));
     snprintf(num, sizeof(num), "%lld", (long long)heartbeat);
@@ -1238,8 +1258,8 @@ int bus_consumer_new(struct bus *bus, const struct bus_consumer_opts *opts,
     rc = rc ? rc : cset(conf, "fetch.min.bytes", "1", err, sizeof(err));
     rc = rc ? rc : cset(conf, "fetch.error.backoff.ms", "50", err, sizeof(err));
     rc = rc ? rc : cset(conf, "enable.partition.eof", "false", err, sizeof(err));
-    rc = rc ? rc : cset(conf, "auto.offset.reset", c->latest ? "latest" : "earliest", err,
-                        sizeof(err));
+    rc = rc ? rc
+            : cset(conf, "auto.offset.reset", c->latest ? "latest" : "earliest", err, sizeof(err));
     rc = rc ? rc : apply_env_props(conf, err, sizeof(err));
     if (rc)
         goto fail_conf;

@@ -211,6 +211,15 @@ def execd_factory(tmp_path, services):
             # A sanitizer report or crash after a test's own stop.
             if "ERROR: AddressSanitizer" in e.log() or "runtime error" in e.log():
                 failures.append(f"{e.name} sanitizer report:\n{e.log()[-3000:]}")
+    # Each test's database is its own; drop it so FerretDB does not fill up.
+    try:
+        import pymongo
+        client = pymongo.MongoClient(f"mongodb://{MONGO}/", serverSelectionTimeoutMS=3000)
+        for db in {e.db for e in procs}:
+            client.drop_database(db)
+        client.close()
+    except Exception as exc:  # cleanup only: the test's own outcome stands
+        print(f"warning: cannot drop test databases: {exc}")
     for e in procs:
         log = e.log()
         if "ERROR: AddressSanitizer" in log or "runtime error:" in log:

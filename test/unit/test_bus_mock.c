@@ -40,8 +40,8 @@ struct seen {
     char payload[MAX_SEEN][64];
     char headers[MAX_SEEN][512]; /* "name=value;..." */
     int n;
-    int fail_first;    /* fail this many calls with rc */
-    int rc;            /* error returned while failing */
+    int fail_first;     /* fail this many calls with rc */
+    int rc;             /* error returned while failing */
     const char *poison; /* batch: any batch holding it fails; alone, rc */
 };
 
@@ -172,8 +172,8 @@ static int teardown(void **state)
 struct rig {
     struct metrics *metrics;
     struct bus *bus;
-    struct bus_consumer *c;    /* under test */
-    struct bus_consumer *dlq;  /* reads the dead-letter queue */
+    struct bus_consumer *c;   /* under test */
+    struct bus_consumer *dlq; /* reads the dead-letter queue */
     struct seen *seen, *dead;
 };
 
@@ -187,8 +187,8 @@ static void rig_start(struct rig *r, const char *group, enum topic_id topic, int
     r->dead = seen_new();
     static enum topic_id topics[1];
     topics[0] = topic;
-    struct bus_consumer_opts o = {.role = "t", .group = group, .topics = topics, .ntopics = 1,
-                                  .ctx = r->seen};
+    struct bus_consumer_opts o = {
+        .role = "t", .group = group, .topics = topics, .ntopics = 1, .ctx = r->seen};
     if (batch) {
         o.batch_handler = batch_handler;
         o.batch_max = 50;
@@ -200,8 +200,12 @@ static void rig_start(struct rig *r, const char *group, enum topic_id topic, int
     static const enum topic_id dlq_topic[] = {TOPIC_DEAD_LETTER_QUEUE};
     char g[64];
     snprintf(g, sizeof(g), "%s-dlq-reader", group);
-    struct bus_consumer_opts d = {.role = "d", .group = g, .topics = dlq_topic, .ntopics = 1,
-                                  .handler = handler, .ctx = r->dead};
+    struct bus_consumer_opts d = {.role = "d",
+                                  .group = g,
+                                  .topics = dlq_topic,
+                                  .ntopics = 1,
+                                  .handler = handler,
+                                  .ctx = r->dead};
     assert_int_equal(bus_consumer_new(r->bus, &d, &r->dlq), 0);
     assert_int_equal(bus_consumer_start(r->dlq), 0);
 }
@@ -243,7 +247,7 @@ static void test_retry_then_success_no_dlq(void **state)
     assert_int_equal(wait_n(r.seen, 1, 10000), 1);
     int calls;
     count_of(r.seen, &calls);
-    assert_int_equal(calls, 3); /* 2 failures + success, attempts = 3 */
+    assert_int_equal(calls, 3);                      /* 2 failures + success, attempts = 3 */
     assert_true(now_mono_ms() - t0 >= 20 + 40 - 10); /* backoff 20 then 40 ms (±10 %) */
     assert_string_equal(r.seen->payload[0], "hello");
     assert_non_null(strstr(r.seen->headers[0], "event_type=unit_test;"));
@@ -328,8 +332,12 @@ static void test_eshutdown_leaves_offset_unstored(void **state)
     /* Same group again: the message is redelivered (its offset was never stored). */
     struct seen *again = seen_new();
     static const enum topic_id t[] = {TOPIC_SYSTEM_EVENTS};
-    struct bus_consumer_opts o = {.role = "t2", .group = "g-shutdown", .topics = t,
-                                  .ntopics = 1, .handler = handler, .ctx = again};
+    struct bus_consumer_opts o = {.role = "t2",
+                                  .group = "g-shutdown",
+                                  .topics = t,
+                                  .ntopics = 1,
+                                  .handler = handler,
+                                  .ctx = again};
     struct bus_consumer *c2 = NULL;
     assert_int_equal(bus_consumer_new(r.bus, &o, &c2), 0);
     assert_int_equal(bus_consumer_start(c2), 0);
@@ -393,6 +401,50 @@ static void test_stop_interrupts_backoff(void **state)
     bus_consumer_free(r.c);
     r.c = NULL;
     assert_int_equal(count_of(r.dead, NULL), 0); /* not dead-lettered, not stored */
+    rig_stop(&r);
+    cfg.kafka_retry_backoff_ms = saved;
+}
+
+/* Value of a metric line starting with prefix (name{labels}), or -1. */
+static long long metric_line(struct metrics *m, const char *prefix)
+{
+    struct strbuf sb = {0};
+    long long v = -1;
+    if (metrics_render(m, &sb) == 0 && sb.s) {
+        const char *p = strstr(sb.s, prefix);
+        if (p)
+            v = strtoll(strchr(p, ' ') + 1, NULL, 10);
+    }
+    sb_release(&sb);
+    return v;
+}
+
+static void test_lag_gauge_and_counters(void **state)
+{
+    (void)state;
+    struct rig r;
+    int64_t saved = cfg.kafka_retry_backoff_ms;
+    cfg.kafka_retry_backoff_ms = 20000; /* the first message sticks in backoff */
+    rig_start(&r, "g-lag", TOPIC_EXECUTION_EVENTS, 0);
+    r.seen->fail_first = 100;
+    r.seen->rc = -EIO;
+    for (int i = 0; i < 6; i++)
+        publish(&r, TOPIC_EXECUTION_EVENTS, "same-key", "m");
+    assert_int_equal(bus_consumer_start(r.c), 0);
+    char want[160];
+    snprintf(want, sizeof(want),
+             "execd_kafka_consumer_lag{group=\"%sg-lag\",topic=\"execution_events\"}",
+             cfg.topic_prefix);
+    int64_t dl = now_mono_ms() + 12000;
+    long long lag = -1;
+    while ((lag = metric_line(r.metrics, want)) != 5 && now_mono_ms() < dl)
+        sleep_ms(50);
+    assert_int_equal(lag, 5); /* 6 published, 1 consumed (stuck in its backoff) */
+    assert_int_equal(metric_line(r.metrics, "execd_kafka_consumed_total{role=\"t\"}"), 1);
+    assert_int_equal(metric_line(r.metrics, "execd_kafka_handler_failed_total{role=\"t\"}"), 1);
+    assert_int_equal(
+        metric_line(r.metrics, "execd_kafka_published_total{topic=\"execution_events\"}"), 6);
+    bus_consumer_stop(r.c);
     rig_stop(&r);
     cfg.kafka_retry_backoff_ms = saved;
 }
@@ -461,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_batch_falls_back_to_single_and_isolates_poison),
         cmocka_unit_test(test_stop_interrupts_backoff),
         cmocka_unit_test(test_publish_rejects_oversized_and_bad_args),
+        cmocka_unit_test(test_lag_gauge_and_counters),
         cmocka_unit_test(test_health_fails_promptly_when_broker_down),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);

@@ -28,8 +28,8 @@ static void test_doubles_then_caps(void **state)
 static void test_huge_attempt_does_not_overflow(void **state)
 {
     (void)state;
-    struct retry_policy p = {.base_ms = 1, .multiplier = 10.0, .max_ms = INT64_C(86400000),
-                             .jitter = 0.0};
+    struct retry_policy p = {
+        .base_ms = 1, .multiplier = 10.0, .max_ms = INT64_C(86400000), .jitter = 0.0};
     assert_int_equal(retry_delay_ms(&p, 1000000, 0.0), 86400000);
     assert_int_equal(retry_delay_ms(&p, 2147483647, 0.0), 86400000);
 }
