@@ -52,9 +52,9 @@ int rl_rules_match(const struct rl_rules *rules, const char *path, bool *exempt)
 struct rl_result {
     bool allowed;
     int limit;
-    int remaining;       /* after this request */
-    int64_t reset_ms;    /* wall/mono ms (same clock as now) when a slot frees */
-    int retry_after_s;   /* ≥ 1 when !allowed, else 0 */
+    int remaining;     /* after this request */
+    int64_t reset_ms;  /* wall/mono ms (same clock as now) when a slot frees */
+    int retry_after_s; /* ≥ 1 when !allowed, else 0 */
 };
 
 /* One sliding log. */
@@ -73,8 +73,8 @@ void rl_table_free(struct rl_table *t);
 size_t rl_table_size(const struct rl_table *t);
 /* rl_log_hit on key's log (created on first use).  When the table is full,
  * idle keys are swept, then the least recently seen key is evicted. */
-int rl_table_hit(struct rl_table *t, const char *key, int limit, int64_t window_ms,
-                 int64_t now_ms, bool count, struct rl_result *out);
+int rl_table_hit(struct rl_table *t, const char *key, int limit, int64_t window_ms, int64_t now_ms,
+                 bool count, struct rl_result *out);
 /* Forgets every key (e.g. an admin reset). */
 void rl_table_clear(struct rl_table *t);
 

@@ -8,6 +8,8 @@
  */
 #include "auth.h"
 
+#include "json.h"
+
 #include <cjson/cJSON.h>
 #include <crypt.h>
 #include <errno.h>
@@ -213,7 +215,10 @@ int jwt_verify(const char *secret, const char *token, int64_t now_s, struct jwt_
     int n = b64url_decode(token, (size_t)(d1 - token), buf, sizeof(buf) - 1);
     if (n < 0)
         return -EINVAL;
-    cJSON *h = cJSON_ParseWithLength((const char *)buf, (size_t)n);
+    cJSON *h = NULL;
+    size_t err_at;
+    if (json_parse_bounded((const char *)buf, (size_t)n, 4, &h, &err_at) != 0)
+        return -EINVAL;
     const cJSON *alg = cJSON_GetObjectItemCaseSensitive(h, "alg");
     int alg_ok = cJSON_IsString(alg) && strcmp(alg->valuestring, "HS256") == 0;
     cJSON_Delete(h);
@@ -236,7 +241,9 @@ int jwt_verify(const char *secret, const char *token, int64_t now_s, struct jwt_
     n = b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), buf, sizeof(buf) - 1);
     if (n < 0)
         return -EINVAL;
-    cJSON *c = cJSON_ParseWithLength((const char *)buf, (size_t)n);
+    cJSON *c = NULL;
+    if (json_parse_bounded((const char *)buf, (size_t)n, 4, &c, &err_at) != 0)
+        return -EINVAL;
     if (!cJSON_IsObject(c)) {
         cJSON_Delete(c);
         return -EINVAL;

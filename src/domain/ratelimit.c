@@ -275,7 +275,10 @@ void rl_table_free(struct rl_table *t)
     free(t);
 }
 
-size_t rl_table_size(const struct rl_table *t) { return t->size; }
+size_t rl_table_size(const struct rl_table *t)
+{
+    return t->size;
+}
 
 static uint64_t fnv1a(const char *s)
 {
@@ -314,8 +317,8 @@ static void sweep(struct rl_table *t, int64_t now_ms)
     }
 }
 
-int rl_table_hit(struct rl_table *t, const char *key, int limit, int64_t window_ms,
-                 int64_t now_ms, bool count, struct rl_result *out)
+int rl_table_hit(struct rl_table *t, const char *key, int limit, int64_t window_ms, int64_t now_ms,
+                 bool count, struct rl_result *out)
 {
     size_t b = (size_t)(fnv1a(key) & (t->nbuckets - 1));
     struct rl_entry *e = t->buckets[b];
@@ -324,7 +327,9 @@ int rl_table_hit(struct rl_table *t, const char *key, int limit, int64_t window_
     if (!e) {
         if (!count) {
             /* Peek at an unknown key: a full window is available. */
-            *out = (struct rl_result){.allowed = true, .limit = limit, .remaining = limit,
+            *out = (struct rl_result){.allowed = true,
+                                      .limit = limit,
+                                      .remaining = limit,
                                       .reset_ms = now_ms + window_ms};
             return 0;
         }
@@ -421,8 +426,8 @@ bool rl_trust_has(const struct rl_trust *trust, const char *ip)
     if (parse_v4(ip, &a) == 0) {
         if (trust->loopback && (a >> 24) == 127)
             return true;
-        if (trust->private_nets && ((a >> 24) == 10 || (a >> 20) == (172u << 4 | 1) ||
-                                    (a >> 16) == (192u << 8 | 168)))
+        if (trust->private_nets &&
+            ((a >> 24) == 10 || (a >> 20) == (172u << 4 | 1) || (a >> 16) == (192u << 8 | 168)))
             return true;
         for (int i = 0; i < trust->n; i++)
             if ((a & trust->mask[i]) == trust->net[i])

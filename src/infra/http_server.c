@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -501,15 +502,18 @@ int http_body_json(struct http_req *req, size_t limit, cJSON **out)
             http_respond_error(req, 500, "Infrastructure", "cannot read request body");
         return rc;
     }
-    const char *end = NULL;
-    cJSON *json = len ? cJSON_ParseWithLengthOpts(body, len, &end, 1) : NULL;
-    if (!json) {
+    cJSON *json = NULL;
+    size_t err_at = 0;
+    rc = len ? json_parse_bounded(body, len, JSON_MAX_DEPTH, &json, &err_at) : -ENODATA;
+    if (rc) {
         char detail[128];
-        if (!len)
+        if (rc == -ENODATA)
             snprintf(detail, sizeof(detail), "request body is empty; a JSON object is required");
+        else if (rc == -E2BIG)
+            snprintf(detail, sizeof(detail), "JSON body nested deeper than %d levels",
+                     JSON_MAX_DEPTH);
         else
-            snprintf(detail, sizeof(detail), "malformed JSON body near byte %ld",
-                     end ? (long)(end - body) : 0L);
+            snprintf(detail, sizeof(detail), "malformed JSON body near byte %zu", err_at);
         http_respond_error(req, 422, "Validation", detail);
         return -EINVAL;
     }
@@ -634,6 +638,12 @@ int http_server_start(struct http_server *srv)
                              "512",
                              "enable_auth_domain_check",
                              "no",
+                             /* CORS preflights are answered by a middleware
+                              * (the api role's), never by civetweb with "*". */
+                             "access_control_allow_origin",
+                             "",
+                             "access_control_allow_methods",
+                             "",
                              NULL};
     struct mg_callbacks cb = {.log_message = civet_log};
     struct mg_init_data init = {.callbacks = &cb, .user_data = srv,

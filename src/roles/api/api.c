@@ -36,8 +36,8 @@ int api_routes_add(struct api *api, const struct api_route *routes, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (api->nroutes == API_MAX_ROUTES)
             return -ENOSPC;
-        int rc = http_route(api->host->http, routes[i].method, routes[i].pattern, routes[i].fn,
-                            api);
+        int rc =
+            http_route(api->host->http, routes[i].method, routes[i].pattern, routes[i].fn, api);
         if (rc) {
             log_error(API_ROLE, "cannot register route", "method=%s pattern=\"%s\" err=%d",
                       routes[i].method, routes[i].pattern, rc);
@@ -85,8 +85,10 @@ static int api_init(struct host *host, void **state)
         return -EINVAL;
     }
     if (strcmp(cfg->secret_key, dev_secret) == 0)
-        log_warn(API_ROLE, "EXECD_SECRET_KEY is the public development default; set a secret "
-                 "of at least 32 random bytes before exposing this server", "%s", "");
+        log_warn(API_ROLE,
+                 "EXECD_SECRET_KEY is the public development default; set a secret "
+                 "of at least 32 random bytes before exposing this server",
+                 "%s", "");
     struct api *api = calloc(1, sizeof(*api));
     if (!api)
         return -ENOMEM;
@@ -110,9 +112,9 @@ static int api_init(struct host *host, void **state)
                                     "Successful logins", "");
         api->m_login_failures = metrics_get(host->metrics, METRIC_COUNTER,
                                             "execd_api_login_failures_total", "Failed logins", "");
-        api->m_throttled = metrics_get(host->metrics, METRIC_COUNTER,
-                                       "execd_api_rate_limited_total",
-                                       "Requests refused by the rate limiter", "");
+        api->m_throttled =
+            metrics_get(host->metrics, METRIC_COUNTER, "execd_api_rate_limited_total",
+                        "Requests refused by the rate limiter", "");
     }
     if ((rc = api_accounts_init(api)) || (rc = api_admin_init(api)) ||
         (rc = api_openapi_init(api)) || (rc = api_idempotency_init(api)))

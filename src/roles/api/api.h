@@ -70,8 +70,8 @@ struct api_user {
     char username[AUTH_SUB_MAX];
     char role[16];
     bool is_active;
-    bool bearer;          /* authenticated by the Authorization header */
-    struct cJSON *doc;    /* the users document; owned, api_user_release frees */
+    bool bearer;       /* authenticated by the Authorization header */
+    struct cJSON *doc; /* the users document; owned, api_user_release frees */
 };
 void api_user_release(struct api_user *user);
 bool api_user_is_admin(const struct api_user *user);
@@ -102,8 +102,8 @@ int api_password_hash(struct api *api, const char *password, char *out, size_t l
 int api_password_check(struct api *api, const char *password, const char *hash);
 /* Sets the access_token and csrf_token cookies for username/role and adds
  * csrf_token, access_token and token_type to body. */
-int api_session_issue(struct api *api, struct http_req *req, const char *username,
-                      const char *role, struct cJSON *body);
+int api_session_issue(struct api *api, struct http_req *req, const char *username, const char *role,
+                      struct cJSON *body);
 void api_session_clear(struct http_req *req);
 /* The CSRF middleware (http_use). */
 int api_csrf_middleware(struct http_req *req, void *ctx);
@@ -131,14 +131,13 @@ int api_read_json(struct http_req *req, struct cJSON **out);
 int api_validate(struct http_req *req, const struct cJSON *obj, const struct api_field *fields,
                  size_t n);
 /* 422 {"detail":[{"loc":[where, field],"msg":msg,"type":type}]}. */
-int api_respond_invalid(struct http_req *req, const char *where, const char *field,
-                        const char *msg, const char *type);
+int api_respond_invalid(struct http_req *req, const char *where, const char *field, const char *msg,
+                        const char *type);
 /* Parses an application/x-www-form-urlencoded body into a JSON object of
  * strings (the last value of a repeated key wins); -EINVAL on bad escapes. */
 int api_parse_form(const char *body, size_t len, struct cJSON **out);
 /* Integer query parameter with bounds; answers 422 on a bad value. */
-int api_query_int(struct http_req *req, const char *name, long def, long min, long max,
-                  long *out);
+int api_query_int(struct http_req *req, const char *name, long def, long min, long max, long *out);
 
 /* ---- api_accounts.c ---- */
 int api_accounts_init(struct api *api);

@@ -132,14 +132,13 @@ void api_publish_user_event(struct api *api, struct http_req *req, int type, con
     }
     int rc = bus_publish_event(api->host->bus, ev);
     if (rc)
-        log_error(API_ROLE, "cannot publish user event", "event_type=%s err=%d",
-                  event_type_name(t), rc);
+        log_error(API_ROLE, "cannot publish user event", "event_type=%s err=%d", event_type_name(t),
+                  rc);
     event_free(ev);
 }
 
 /* A users document for a new account; caller owns. */
-static cJSON *user_doc(const char *username, const char *email, const char *hash,
-                       const char *role)
+static cJSON *user_doc(const char *username, const char *email, const char *hash, const char *role)
 {
     char id[UUID_LEN];
     uuid_v4(id);
@@ -292,8 +291,8 @@ static int record_failure(struct api *api, const char *username)
     cJSON_AddItemToObject(set, "updated_at", store_date(now));
     cJSON_AddItemToObject(set, "expires_at", store_date(now + lock_ms));
     cJSON *doc = NULL;
-    int rc = store_find_and_modify(store, API_LOGIN_ATTEMPTS, filter, update, NULL, false, true,
-                                   &doc);
+    int rc =
+        store_find_and_modify(store, API_LOGIN_ATTEMPTS, filter, update, NULL, false, true, &doc);
     cJSON_Delete(filter);
     cJSON_Delete(update);
     int failures = 1;
@@ -333,8 +332,10 @@ static int record_failure(struct api *api, const char *username)
         cJSON_Delete(update);
         if (rc && rc != -ENOENT)
             return rc;
-        log_warn(API_ROLE, "username locked after failed logins", "username=\"%s\" failures=%d "
-                 "minutes=%lld", username, failures, (long long)api->cfg->login_lockout_minutes);
+        log_warn(API_ROLE, "username locked after failed logins",
+                 "username=\"%s\" failures=%d "
+                 "minutes=%lld",
+                 username, failures, (long long)api->cfg->login_lockout_minutes);
     }
     return failures;
 }
@@ -508,8 +509,10 @@ static int bootstrap_admin(struct api *api)
     if (!cfg->admin_username[0])
         return 0;
     if (strlen(cfg->admin_password) < 8) {
-        log_error(API_ROLE, "EXECD_ADMIN_PASSWORD must have at least 8 characters when "
-                  "EXECD_ADMIN_USERNAME is set", "username=\"%s\"", cfg->admin_username);
+        log_error(API_ROLE,
+                  "EXECD_ADMIN_PASSWORD must have at least 8 characters when "
+                  "EXECD_ADMIN_USERNAME is set",
+                  "username=\"%s\"", cfg->admin_username);
         return -EINVAL;
     }
     if (!valid_username(cfg->admin_username)) {

@@ -41,7 +41,10 @@ void api_user_release(struct api_user *user)
     user->doc = NULL;
 }
 
-bool api_user_is_admin(const struct api_user *user) { return strcmp(user->role, "admin") == 0; }
+bool api_user_is_admin(const struct api_user *user)
+{
+    return strcmp(user->role, "admin") == 0;
+}
 
 /* The Bearer token of the Authorization header into out: 0 or -ENOENT. */
 static int bearer_token(struct http_req *req, char *out, size_t len)
@@ -223,8 +226,8 @@ static void set_cookie(struct http_req *req, const char *name, const char *value
     http_add_header(req, "Set-Cookie", buf);
 }
 
-int api_session_issue(struct api *api, struct http_req *req, const char *username,
-                      const char *role, cJSON *body)
+int api_session_issue(struct api *api, struct http_req *req, const char *username, const char *role,
+                      cJSON *body)
 {
     int64_t now = now_wall_ms() / 1000;
     long max_age = (long)api->cfg->session_timeout_minutes * 60;
@@ -291,8 +294,7 @@ int api_csrf_middleware(struct http_req *req, void *ctx)
     char cookie[AUTH_CSRF_LEN + 64];
     const char *hdr = http_header(req, "X-CSRF-Token");
     bool ok = hdr && http_cookie(req, "csrf_token", cookie, sizeof(cookie)) == 0 &&
-              auth_str_equal(hdr, cookie) &&
-              csrf_token_verify(api->cfg->secret_key, hdr, token);
+              auth_str_equal(hdr, cookie) && csrf_token_verify(api->cfg->secret_key, hdr, token);
     if (ok)
         return 0;
     log_info(API_ROLE, "csrf validation failed", "method=%s path=\"%s\" header=%s",

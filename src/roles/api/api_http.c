@@ -33,8 +33,8 @@ static const char cors_expose_headers[] =
 int api_http_setup(struct api *api, char *err, size_t errlen)
 {
     const struct config *cfg = api->cfg;
-    int rc = rl_rules_parse(cfg->rate_limit_rules, cfg->rate_limit_exempt, &api->rules, err,
-                            errlen);
+    int rc =
+        rl_rules_parse(cfg->rate_limit_rules, cfg->rate_limit_exempt, &api->rules, err, errlen);
     if (rc)
         return rc;
     rc = rl_trust_parse(cfg->trusted_proxies, &api->trust, err, errlen);
@@ -155,8 +155,8 @@ int api_ratelimit_middleware(struct http_req *req, void *ctx)
     http_add_header(req, "X-RateLimit-Remaining", v);
     snprintf(v, sizeof(v), "%lld", (long long)((reset_wall_ms + 999) / 1000));
     http_add_header(req, "X-RateLimit-Reset", v);
-    if (res.allowed)
-        return 0;
+    if (res.allowed || !count)
+        return 0; /* exempt and unmatched paths are reported, never refused */
 
     if (api->m_throttled)
         metric_add(api->m_throttled, 1);
@@ -171,7 +171,7 @@ int api_ratelimit_middleware(struct http_req *req, void *ctx)
     cJSON_AddStringToObject(o, "type", "Throttled");
     http_respond_json(req, 429, o);
     cJSON_Delete(o);
-    log_info(API_ROLE, "rate limit exceeded", "client=%s rule=\"%s\" limit=%d retry_after=%d",
-             ip, api->rules.rule[idx].pattern, res.limit, res.retry_after_s);
+    log_info(API_ROLE, "rate limit exceeded", "client=%s rule=\"%s\" limit=%d retry_after=%d", ip,
+             api->rules.rule[idx].pattern, res.limit, res.retry_after_s);
     return 1;
 }

@@ -99,10 +99,23 @@ static void lower(const char *in, char *out, size_t len)
     out[i] = '\0';
 }
 
+/* Metadata of the core's own routes (main.c registers them without any). */
+static const struct api_route core_docs[] = {
+    {"GET", "/api/v1/health/live", NULL, "Liveness: the process answers", "health", "public", NULL,
+     NULL},
+    {"GET", "/api/v1/health/ready", NULL,
+     "Readiness: Kafka, MongoDB and each role's checks (503 naming the failing one)", "health",
+     "public", NULL, NULL},
+    {"GET", "/metrics", NULL, "Prometheus text exposition", "operations", "public", NULL, NULL},
+};
+
 static void add_operation(void *arg, const char *method, const char *pattern)
 {
     struct walk *w = arg;
     const struct api_route *doc = api_route_doc(w->api, method, pattern);
+    for (size_t i = 0; !doc && i < sizeof(core_docs) / sizeof(core_docs[0]); i++)
+        if (strcmp(core_docs[i].method, method) == 0 && strcmp(core_docs[i].pattern, pattern) == 0)
+            doc = &core_docs[i];
     char path[512], m[16], tag[64], opid[600];
     cJSON *params = cJSON_CreateArray();
     openapi_path(pattern, path, sizeof(path), params);
@@ -154,9 +167,9 @@ static void add_operation(void *arg, const char *method, const char *pattern)
         cJSON_AddBoolToObject(rb, "required", 1);
         cJSON *content = json_content(ref(doc->request));
         if (strcmp(doc->request, "LoginRequest") == 0)
-            cJSON_AddItemToObject(cJSON_AddObjectToObject(content,
-                                                          "application/x-www-form-urlencoded"),
-                                  "schema", ref(doc->request));
+            cJSON_AddItemToObject(
+                cJSON_AddObjectToObject(content, "application/x-www-form-urlencoded"), "schema",
+                ref(doc->request));
         cJSON_AddItemToObject(rb, "content", content);
     }
     cJSON *responses = cJSON_AddObjectToObject(op, "responses");
@@ -177,8 +190,7 @@ static cJSON *prop(cJSON *props, const char *name, const char *type)
     return p;
 }
 
-static cJSON *schema_obj(cJSON *schemas, const char *name, const char *const *required,
-                         size_t nreq)
+static cJSON *schema_obj(cJSON *schemas, const char *name, const char *const *required, size_t nreq)
 {
     cJSON *s = cJSON_AddObjectToObject(schemas, name);
     cJSON_AddStringToObject(s, "type", "object");
@@ -203,15 +215,22 @@ static void add_schemas(cJSON *components)
     p = schema_obj(schemas, "LoginRequest", login_req, 2);
     prop(p, "username", "string");
     prop(p, "password", "string");
-    static const char *const lr[] = {"message", "username", "role", "csrf_token",
-                                     "access_token", "token_type"};
+    static const char *const lr[] = {"message",    "username",     "role",
+                                     "csrf_token", "access_token", "token_type"};
     p = schema_obj(schemas, "LoginResponse", lr, 6);
     for (size_t i = 0; i < 6; i++)
         prop(p, lr[i], "string");
-    static const char *const ur[] = {"user_id",          "username",          "email",
-                                     "role",             "is_active",         "is_superuser",
-                                     "created_at",       "updated_at",        "bypass_rate_limit",
-                                     "global_multiplier", "has_custom_limits"};
+    static const char *const ur[] = {"user_id",
+                                     "username",
+                                     "email",
+                                     "role",
+                                     "is_active",
+                                     "is_superuser",
+                                     "created_at",
+                                     "updated_at",
+                                     "bypass_rate_limit",
+                                     "global_multiplier",
+                                     "has_custom_limits"};
     p = schema_obj(schemas, "UserResponse", ur, 11);
     for (size_t i = 0; i < 4; i++)
         prop(p, ur[i], "string");

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "json.h"
 
 static void add_error(cJSON *list, const char *where, const char *field, const char *msg,
                       const char *type)
@@ -39,8 +40,8 @@ static int respond_list(struct http_req *req, cJSON *list)
     return -EINVAL;
 }
 
-int api_respond_invalid(struct http_req *req, const char *where, const char *field,
-                        const char *msg, const char *type)
+int api_respond_invalid(struct http_req *req, const char *where, const char *field, const char *msg,
+                        const char *type)
 {
     cJSON *list = cJSON_CreateArray();
     add_error(list, where, field, msg, type);
@@ -60,12 +61,14 @@ int api_read_json(struct http_req *req, cJSON **out)
     }
     if (len == 0)
         return api_respond_invalid(req, "body", NULL, "Field required: a JSON object", "missing");
-    const char *end = NULL;
-    cJSON *json = cJSON_ParseWithLengthOpts(body, len, &end, 1);
-    if (!json) {
+    cJSON *json = NULL;
+    size_t err_at = 0;
+    rc = json_parse_bounded(body, len, JSON_MAX_DEPTH, &json, &err_at);
+    if (rc == -E2BIG)
+        return api_respond_invalid(req, "body", NULL, "JSON nested too deeply", "json_invalid");
+    if (rc) {
         char msg[96];
-        snprintf(msg, sizeof(msg), "JSON decode error near byte %ld",
-                 end ? (long)(end - body) : 0L);
+        snprintf(msg, sizeof(msg), "JSON decode error near byte %zu", err_at);
         return api_respond_invalid(req, "body", NULL, msg, "json_invalid");
     }
     if (!cJSON_IsObject(json)) {
@@ -135,8 +138,7 @@ static size_t utf8_len(const char *s)
     return n;
 }
 
-int api_validate(struct http_req *req, const cJSON *obj, const struct api_field *fields,
-                 size_t n)
+int api_validate(struct http_req *req, const cJSON *obj, const struct api_field *fields, size_t n)
 {
     cJSON *list = cJSON_CreateArray();
     for (size_t i = 0; i < n; i++) {
@@ -159,12 +161,10 @@ int api_validate(struct http_req *req, const cJSON *obj, const struct api_field 
         if (f->type == AF_STR && (f->min_len || f->max_len)) {
             size_t len = utf8_len(v->valuestring);
             if (f->min_len && len < (size_t)f->min_len) {
-                snprintf(msg, sizeof(msg), "String should have at least %d characters",
-                         f->min_len);
+                snprintf(msg, sizeof(msg), "String should have at least %d characters", f->min_len);
                 add_error(list, "body", f->name, msg, "string_too_short");
             } else if (f->max_len && len > (size_t)f->max_len) {
-                snprintf(msg, sizeof(msg), "String should have at most %d characters",
-                         f->max_len);
+                snprintf(msg, sizeof(msg), "String should have at most %d characters", f->max_len);
                 add_error(list, "body", f->name, msg, "string_too_long");
             }
         } else if (f->type == AF_INT && (f->min_len || f->max_len)) {
@@ -267,8 +267,7 @@ int api_parse_form(const char *body, size_t len, cJSON **out)
     return 0;
 }
 
-int api_query_int(struct http_req *req, const char *name, long def, long min, long max,
-                  long *out)
+int api_query_int(struct http_req *req, const char *name, long def, long min, long max, long *out)
 {
     char buf[32];
     int rc = http_query(req, name, 0, buf, sizeof(buf));
