@@ -24,6 +24,8 @@ int store_new(const struct config *cfg, struct store **out);
 void store_free(struct store *store); /* stops the reaper; NULL-safe */
 
 int store_ping(struct store *store);
+/* A short, thread-safe description of a negative errno from the store. */
+const char *store_strerror(int rc);
 
 struct store_index {
     const char *name;

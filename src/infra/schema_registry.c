@@ -25,24 +25,6 @@
 #define COUNTERS "counters"
 #define RACE_ATTEMPTS 8
 
-/* A short, thread-safe description of a negative errno from the store. */
-static const char *store_err(int rc)
-{
-    switch (rc) {
-    case -EIO:
-        return "mongodb i/o error";
-    case -ETIMEDOUT:
-        return "mongodb timed out";
-    case -EINVAL:
-        return "invalid document";
-    case -EEXIST:
-        return "duplicate key";
-    case -ENOMEM:
-        return "out of memory";
-    default:
-        return "mongodb error";
-    }
-}
 
 static const char *const type_names[] = {"string",  "integer", "number",
                                          "boolean", "object",  "array"};
@@ -273,13 +255,13 @@ static int sync_type(struct store *store, enum event_type type, const cJSON *all
             goto done;
         }
         if (rc != -EEXIST) {
-            snprintf(err, errlen, "cannot register the schema of '%s': %s", name, store_err(rc));
+            snprintf(err, errlen, "cannot register the schema of '%s': %s", name, store_strerror(rc));
             goto done;
         }
         /* Another process registered this version first. */
         cJSON_Delete(fresh);
         if ((rc = reread(store, name, &fresh)) != 0) {
-            snprintf(err, errlen, "cannot read the schemas of '%s': %s", name, store_err(rc));
+            snprintf(err, errlen, "cannot read the schemas of '%s': %s", name, store_strerror(rc));
             goto done;
         }
         latest = fresh;
@@ -301,12 +283,12 @@ int schema_registry_sync(struct store *store, char *err, size_t errlen)
     cJSON *all = NULL;
     int rc = store_create_indexes(store, SCHEMAS, idx, 1);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot create the index of '%s': %s", SCHEMAS, store_err(rc));
+        snprintf(err, errlen, "cannot create the index of '%s': %s", SCHEMAS, store_strerror(rc));
         return rc;
     }
     rc = store_find(store, SCHEMAS, NULL, NULL, &all);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot read '%s': %s", SCHEMAS, store_err(rc));
+        snprintf(err, errlen, "cannot read '%s': %s", SCHEMAS, store_strerror(rc));
         return rc;
     }
     for (int t = 0; t < EVENT_TYPE_COUNT && rc == 0; t++)

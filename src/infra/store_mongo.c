@@ -857,3 +857,23 @@ int store_reaper_start(struct store *store)
     pthread_mutex_unlock(&store->lock);
     return rc;
 }
+
+const char *store_strerror(int rc)
+{
+    switch (rc) {
+    case -EIO:
+        return "mongodb i/o error";
+    case -ETIMEDOUT:
+        return "mongodb timed out";
+    case -EINVAL:
+        return "invalid document";
+    case -EEXIST:
+        return "duplicate key";
+    case -ENOENT:
+        return "no matching document";
+    case -ENOMEM:
+        return "out of memory";
+    default:
+        return "mongodb error";
+    }
+}

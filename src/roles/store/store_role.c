@@ -50,24 +50,6 @@
 #define RETRY_MAX_MS 5000
 #define RETRY_SLICE_MS 50
 
-/* A short, thread-safe description of a negative errno from the store. */
-static const char *store_err(int rc)
-{
-    switch (rc) {
-    case -EIO:
-        return "mongodb i/o error";
-    case -ETIMEDOUT:
-        return "mongodb timed out";
-    case -EINVAL:
-        return "invalid document";
-    case -EEXIST:
-        return "duplicate key";
-    case -ENOMEM:
-        return "out of memory";
-    default:
-        return "mongodb error";
-    }
-}
 
 struct store_role {
     struct host *host;
@@ -143,7 +125,7 @@ static int insert_until_durable(struct store_role *st, const cJSON *const *docs,
         if (rc != -EIO && rc != -ETIMEDOUT)
             return rc;
         log_warn(ROLE, "cannot insert events, retrying", "n=%zu retry_ms=%lld err=\"%s\"", n,
-                 (long long)delay, store_err(rc));
+                 (long long)delay, store_strerror(rc));
         for (int64_t waited = 0; waited < delay; waited += RETRY_SLICE_MS) {
             if (stopping(st))
                 return -ESHUTDOWN;
@@ -194,7 +176,7 @@ static int handle_batch(void *ctx, const struct bus_msg *const *msgs, size_t n, 
     if (ndocs > 0) {
         rc = insert_until_durable(st, (const cJSON *const *)docs, ndocs, &inserted, &duplicates);
         if (rc != 0) {
-            snprintf(err, errlen, "cannot insert %zu events: %s", ndocs, store_err(rc));
+            snprintf(err, errlen, "cannot insert %zu events: %s", ndocs, store_strerror(rc));
             goto free_docs;
         }
         if (st->stored)
