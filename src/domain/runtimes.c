@@ -19,13 +19,25 @@ const struct runtime runtime_table[] = {
         .env = {"PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"},
         .versions =
             {
-                {"3.11", "python:3.11-slim", "/usr/bin/python3.11", {"python", "python3", "python3.11"},
+                {"3.11",
+                 "python:3.11-slim",
+                 "/usr/bin/python3.11",
+                 {"python", "python3", "python3.11"},
                  "python3"},
-                {"3.12", "python:3.12-slim", "/usr/bin/python3.12", {"python", "python3", "python3.12"},
+                {"3.12",
+                 "python:3.12-slim",
+                 "/usr/bin/python3.12",
+                 {"python", "python3", "python3.12"},
                  "python3"},
-                {"3.10", "python:3.10-slim", "/usr/bin/python3.10", {"python", "python3", "python3.10"},
+                {"3.10",
+                 "python:3.10-slim",
+                 "/usr/bin/python3.10",
+                 {"python", "python3", "python3.10"},
                  "python3"},
-                {"3.9", "python:3.9-slim", "/usr/bin/python3.9", {"python", "python3", "python3.9"},
+                {"3.9",
+                 "python:3.9-slim",
+                 "/usr/bin/python3.9",
+                 {"python", "python3", "python3.9"},
                  "python3"},
             },
     },
@@ -74,7 +86,10 @@ const struct runtime runtime_table[] = {
     {0},
 };
 
-size_t runtime_count(void) { return sizeof(runtime_table) / sizeof(runtime_table[0]) - 1; }
+size_t runtime_count(void)
+{
+    return sizeof(runtime_table) / sizeof(runtime_table[0]) - 1;
+}
 
 const struct runtime *runtime_find(const char *lang)
 {

@@ -11,7 +11,12 @@
 
 #include <cjson/cJSON.h>
 #include <civetweb.h>
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -48,6 +53,7 @@ struct http_server {
     struct mg_context *ctx;
     struct route *routes, *routes_tail;
     atomic_bool stopping;
+    atomic_bool stopped;
     int port;
     struct metrics *metrics;
     struct metric *m_dur;
@@ -678,13 +684,47 @@ bool http_server_stopping(const struct http_server *srv)
     return atomic_load(&srv->stopping);
 }
 
+static void *wake_master(void *arg)
+{
+    struct http_server *srv = arg;
+    thread_name_set("http-waker");
+    const char *colon = strrchr(srv->listen, ':');
+    size_t hlen = colon ? (size_t)(colon - srv->listen) : 0;
+    char host[64] = "127.0.0.1";
+    if (hlen > 0 && hlen < sizeof(host) && strncmp(srv->listen, "0.0.0.0", hlen) != 0)
+        snprintf(host, sizeof(host), "%.*s", (int)hlen, srv->listen);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv->port)};
+    if (srv->port <= 0 || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return NULL;
+    while (!atomic_load(&srv->stopped)) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0) {
+            if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+                close(fd);
+                break; /* nothing listens any more: the master is gone */
+            }
+            close(fd);
+        }
+        sleep_ms(20);
+    }
+    return NULL;
+}
+
 void http_server_free(struct http_server *srv)
 {
     if (!srv)
         return;
     atomic_store(&srv->stopping, true);
-    if (srv->ctx)
+    if (srv->ctx) {
+        /* civetweb's master thread notices the stop only when its poll
+         * returns; a waker connecting to our own port makes that immediate. */
+        pthread_t waker;
+        int have_waker = pthread_create(&waker, NULL, wake_master, srv) == 0;
         mg_stop(srv->ctx);
+        atomic_store(&srv->stopped, true);
+        if (have_waker)
+            pthread_join(waker, NULL);
+    }
     for (struct route *r = srv->routes, *n; r; r = n) {
         n = r->next;
         route_free(r);

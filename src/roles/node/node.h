@@ -67,7 +67,7 @@ struct sandbox_mount {
     const char *name; /* volume name, used for the host directory */
     const char *dst;  /* absolute path inside the sandbox */
     bool read_only;
-    int64_t size;     /* tmpfs bytes */
+    int64_t size; /* tmpfs bytes */
     const struct sandbox_file *files;
     int nfiles;
 };
@@ -88,11 +88,11 @@ struct sandbox_spec {
     int64_t tmp_size;     /* size of /tmp when no mount covers it */
     const struct sandbox_mount *mounts;
     int nmounts;
-    const char *term_path;   /* terminationMessagePath inside the sandbox */
-    const char *log_path;    /* host file receiving stdout+stderr */
-    int64_t log_limit;       /* bytes kept; the rest is read and discarded */
-    int64_t deadline_mono;   /* monotonic ms, 0 = none */
-    int cancel_fd;           /* readable => kill now (delete, stop); -1 = none */
+    const char *term_path; /* terminationMessagePath inside the sandbox */
+    const char *log_path;  /* host file receiving stdout+stderr */
+    int64_t log_limit;     /* bytes kept; the rest is read and discarded */
+    int64_t deadline_mono; /* monotonic ms, 0 = none */
+    int cancel_fd;         /* readable => kill now (delete, stop); -1 = none */
     /* Called once the container process runs, from the calling thread. */
     void (*started)(void *arg, int64_t wall_us);
     void *arg;

@@ -2,8 +2,8 @@
  * node_api.c — the Kubernetes REST subset the node serves.
  *
  *   /api/v1/namespaces/{ns}/configmaps[/{name}]             POST GET DELETE
- *   /api/v1/namespaces/{ns}/pods                             POST GET(list|watch) DELETE(collection)
- *   /api/v1/namespaces/{ns}/pods/{name}[/status]             GET DELETE
+ *   /api/v1/namespaces/{ns}/pods                             POST GET(list|watch)
+ * DELETE(collection) /api/v1/namespaces/{ns}/pods/{name}[/status]             GET DELETE
  *   /api/v1/namespaces/{ns}/pods/{name}/log                  GET (container, limitBytes, tailLines)
  *   /api/v1/pods                                             GET(list|watch) across namespaces
  *   /apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies[/{name}]  POST GET DELETE
@@ -27,6 +27,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 #include "runtimes.h"
 #include "util.h"
@@ -139,12 +140,15 @@ static void handle_create(struct node_api *api, struct http_req *req, enum kind 
     int rc = http_body(req, BODY_LIMIT, &body, &len);
     if (rc) {
         if (!http_responded(req))
-            send_status(req, rc == -E2BIG ? 413 : 400, rc == -E2BIG ? "RequestEntityTooLarge"
-                                                                     : "BadRequest",
+            send_status(req, rc == -E2BIG ? 413 : 400,
+                        rc == -E2BIG ? "RequestEntityTooLarge" : "BadRequest",
                         "cannot read the request body", NULL);
         return;
     }
-    cJSON *obj = len ? cJSON_ParseWithLength(body, len) : NULL;
+    cJSON *obj = NULL;
+    size_t err_at;
+    if (len)
+        json_parse_bounded(body, len, JSON_MAX_DEPTH, &obj, &err_at);
     if (!cJSON_IsObject(obj)) {
         cJSON_Delete(obj);
         bad_request(req, "the object provided is unrecognized: a JSON object is required");
@@ -285,8 +289,8 @@ static void handle_delete(struct node_api *api, struct http_req *req, enum kind 
 static bool query_bool(struct http_req *req, const char *name)
 {
     char v[16];
-    return http_query(req, name, 0, v, sizeof(v)) == 0 && (strcmp(v, "true") == 0 ||
-                                                             strcmp(v, "1") == 0);
+    return http_query(req, name, 0, v, sizeof(v)) == 0 &&
+           (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
 }
 
 /* Parses both selectors; on error the 400 has been sent. */
@@ -446,8 +450,8 @@ static void handle_log(struct http_req *req, void *ctx)
         }
     }
     char path[1100], err[300];
-    int rc = node_store_log_path(api->st, ns, name, container, path, sizeof(path), err,
-                                 sizeof(err));
+    int rc =
+        node_store_log_path(api->st, ns, name, container, path, sizeof(path), err, sizeof(err));
     if (rc == -ENOENT) {
         not_found(req, KIND_POD, name);
         return;
@@ -576,8 +580,14 @@ static void handle_version(struct http_req *req, void *ctx)
     {                                                                                              \
         handle_create(ctx, req, kind);                                                             \
     }                                                                                              \
-    static void get_##suffix(struct http_req *req, void *ctx) { handle_get(ctx, req, kind); }      \
-    static void delete_##suffix(struct http_req *req, void *ctx) { handle_delete(ctx, req, kind); } \
+    static void get_##suffix(struct http_req *req, void *ctx)                                      \
+    {                                                                                              \
+        handle_get(ctx, req, kind);                                                                \
+    }                                                                                              \
+    static void delete_##suffix(struct http_req *req, void *ctx)                                   \
+    {                                                                                              \
+        handle_delete(ctx, req, kind);                                                             \
+    }                                                                                              \
     static void list_##suffix(struct http_req *req, void *ctx)                                     \
     {                                                                                              \
         handle_list(ctx, req, kind, false);                                                        \

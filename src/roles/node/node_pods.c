@@ -432,8 +432,9 @@ static void status_pending(struct obj *p, bool schedulable, int slots)
         cJSON_AddItemToArray(conds, condition("PodScheduled", true, now, NULL, NULL));
     } else {
         char msg[160];
-        bfmt(msg, sizeof(msg), "0/1 nodes are available: all %d pod slots of " NODE_NAME
-                               " are in use; the pod waits for a free slot",
+        bfmt(msg, sizeof(msg),
+             "0/1 nodes are available: all %d pod slots of " NODE_NAME
+             " are in use; the pod waits for a free slot",
              slots);
         cJSON_AddItemToArray(conds, condition("PodScheduled", false, now, "Unschedulable", msg));
     }
@@ -519,8 +520,8 @@ static void fail_pod(struct node_store *st, struct obj *p, int exit_code, const 
                          .finished_us = now};
     status_terminated(p, &oc);
     touch(st, p, "MODIFIED");
-    log_info(NODE_ROLE, "pod failed before start", "pod=%s/%s reason=%s msg=\"%s\"", p->ns,
-             p->name, reason, message);
+    log_info(NODE_ROLE, "pod failed before start", "pod=%s/%s reason=%s msg=\"%s\"", p->ns, p->name,
+             reason, message);
 }
 
 /* ------------------------------------------------------------- run plans */
@@ -809,8 +810,8 @@ static int make_plan(struct node_store *st, struct obj *p, struct plan *pl, cons
     }
     const cJSON *a;
     cJSON_ArrayForEach(a, cmd) pl->argv[pl->argc++] = expand(pl, a->valuestring);
-    if (ncmd == 0 && (nargs == 0 || (nargs > 0 && cJSON_GetArrayItem(args, 0)->valuestring[0] ==
-                                                        '-')))
+    if (ncmd == 0 &&
+        (nargs == 0 || (nargs > 0 && cJSON_GetArrayItem(args, 0)->valuestring[0] == '-')))
         pl->argv[pl->argc++] = strdup(ver->cmd);
     cJSON_ArrayForEach(a, args) pl->argv[pl->argc++] = expand(pl, a->valuestring);
     pl->argv[pl->argc] = NULL;
@@ -1008,8 +1009,8 @@ static void run_pod(struct node_store *st, struct obj *p)
         .started = on_started,
         .arg = &sc,
     };
-    log_debug(NODE_ROLE, "pod starting", "pod=%s/%s uid=%s argv0=%s memory=%lld", p->ns,
-              p->name, p->uid, pl->argv[0], (long long)pl->memory);
+    log_debug(NODE_ROLE, "pod starting", "pod=%s/%s uid=%s argv0=%s memory=%lld", p->ns, p->name,
+              p->uid, pl->argv[0], (long long)pl->memory);
     pthread_mutex_unlock(&st->mu);
     rc = sandbox_run(st->sb, &spec, res);
     pthread_mutex_lock(&st->mu);
@@ -1063,8 +1064,7 @@ static void run_pod(struct node_store *st, struct obj *p)
              "log_truncated=%d",
              p->ns, p->name, phase_names[oc.phase], oc.reason, oc.exit_code,
              (long long)((res->finished_us - res->started_us) / 1000),
-             (long long)(res->peak_memory / 1024), (long long)res->log_bytes,
-             res->log_truncated);
+             (long long)(res->peak_memory / 1024), (long long)res->log_bytes, res->log_truncated);
 out:
     if (pl)
         plan_free(pl);
@@ -1213,8 +1213,8 @@ int node_store_new(const struct store_opts *opts, struct node_store **out)
         bfmt(d, sizeof(d), "%s/%s", st->dir, subs[i]);
         int rc = mkdir_p(d, 0700);
         if (rc) {
-            log_error(NODE_ROLE, "cannot create the node state directory", "path=%s err=\"%s\"",
-                      d, strerror(-rc));
+            log_error(NODE_ROLE, "cannot create the node state directory", "path=%s err=\"%s\"", d,
+                      strerror(-rc));
             node_store_free(st);
             return rc;
         }
@@ -1353,7 +1353,10 @@ int64_t node_store_rv(struct node_store *st)
     return rv;
 }
 
-static char *print(const struct obj *o) { return cJSON_PrintUnformatted(o->json); }
+static char *print(const struct obj *o)
+{
+    return cJSON_PrintUnformatted(o->json);
+}
 
 int node_store_create(struct node_store *st, enum kind kind, const char *ns, cJSON *obj,
                       char **json)
@@ -1366,8 +1369,19 @@ int node_store_create(struct node_store *st, enum kind kind, const char *ns, cJS
         pthread_mutex_unlock(&st->mu);
         return -EEXIST;
     }
-    jset_str(obj, "kind", kind_names[kind]);
-    jset_str(obj, "apiVersion", api_versions[kind]);
+    /* kind and apiVersion first, as the apiserver prints them. */
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, "kind");
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, "apiVersion");
+    cJSON *rest = obj->child;
+    obj->child = NULL;
+    cJSON_AddStringToObject(obj, "kind", kind_names[kind]);
+    cJSON_AddStringToObject(obj, "apiVersion", api_versions[kind]);
+    while (rest) {
+        cJSON *next = rest->next;
+        rest->prev = rest->next = NULL;
+        cJSON_AddItemToObject(obj, rest->string, rest);
+        rest = next;
+    }
     struct obj *o = obj_new(kind, ns, obj);
     if (!o || add_obj(st, o) != 0) {
         pthread_mutex_unlock(&st->mu);
@@ -1524,8 +1538,9 @@ int node_store_log_path(struct node_store *st, const char *ns, const char *name,
             bfmt(err, errlen, "container %s is not valid for pod %s", container, name);
             rc = -EINVAL;
         } else if (o->phase == PH_PENDING) {
-            bfmt(err, errlen, "container \"%s\" in pod \"%s\" is waiting to start: "
-                              "ContainerCreating",
+            bfmt(err, errlen,
+                 "container \"%s\" in pod \"%s\" is waiting to start: "
+                 "ContainerCreating",
                  cname ? cname : "", name);
             rc = -EAGAIN;
         } else {

@@ -26,6 +26,7 @@
 #include "http.h"
 #include "log.h"
 #include "module.h"
+#include "util.h"
 
 struct node {
     struct host *host;
@@ -90,8 +91,8 @@ static int node_start(void *state)
     if (rc)
         return rc;
     log_info(NODE_ROLE, "node ready", "listen=%s port=%d slots=%d state_dir=%s",
-             n->host->cfg->node_listen, http_server_port(n->srv),
-             config_node_slots(n->host->cfg), n->host->cfg->node_state_dir);
+             n->host->cfg->node_listen, http_server_port(n->srv), config_node_slots(n->host->cfg),
+             n->host->cfg->node_state_dir);
     return 0;
 }
 
@@ -106,9 +107,13 @@ static int node_join(void *state, int64_t deadline_ms)
 {
     (void)deadline_ms;
     struct node *n = state;
+    int64_t t0 = now_mono_ms();
     node_store_join(n->st);
+    int64_t t1 = now_mono_ms();
     http_server_free(n->srv); /* joins the connection threads; watches saw the stop */
     n->srv = NULL;
+    log_info(NODE_ROLE, "node stopped", "runners_ms=%lld http_ms=%lld", (long long)(t1 - t0),
+             (long long)(now_mono_ms() - t1));
     return 0;
 }
 

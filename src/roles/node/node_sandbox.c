@@ -217,7 +217,10 @@ bool sandbox_binary_ok(const char *path)
     return path && stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
 }
 
-static void set_cloexec(int fd) { (void)fcntl(fd, F_SETFD, FD_CLOEXEC); }
+static void set_cloexec(int fd)
+{
+    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
 
 static int pipe_cloexec(int fds[2])
 {
@@ -298,11 +301,11 @@ static void cg_destroy(const char *dir, int version)
         return;
     if (version == 2)
         (void)cg_write(dir, "cgroup.kill", "1");
-    for (int i = 0; i < 100; i++) {
+    for (int i = 0; i < 150; i++) {
         if (rmdir(dir) == 0 || errno == ENOENT)
             return;
         cg_kill_all(dir);
-        sleep_ms(10);
+        sleep_ms(i < 50 ? 1 : 10); /* exiting processes leave within a few ms */
     }
     log_warn(NODE_ROLE, "cannot remove pod cgroup", "path=%s err=\"%s\"", dir, strerror(errno));
 }
@@ -392,9 +395,9 @@ static void cg_detect(struct sandbox *sb)
         } else {
             (void)rmdir(base);
             bfmt(c->detail, sizeof(c->detail),
-                     "cgroup v2 controllers cannot be delegated below '%s' (the cgroup has "
-                     "processes); falling back to rlimits",
-                     parent);
+                 "cgroup v2 controllers cannot be delegated below '%s' (the cgroup has "
+                 "processes); falling back to rlimits",
+                 parent);
         }
         return;
     }
@@ -417,8 +420,7 @@ static void cg_detect(struct sandbox *sb)
         }
     }
     if (missing.len)
-        bfmt(c->detail, sizeof(c->detail), "cgroup v1 controllers not writable: %s",
-                 missing.s);
+        bfmt(c->detail, sizeof(c->detail), "cgroup v1 controllers not writable: %s", missing.s);
     sb_release(&missing);
 }
 
@@ -450,7 +452,7 @@ static int cg_create(struct sandbox *sb, const struct sandbox_spec *spec, struct
         }
         if (c->cg_cpu && spec->cpu_millis > 0) {
             bfmt(v, sizeof(v), "%lld %d", (long long)(spec->cpu_millis * CPU_PERIOD_US / 1000),
-                     CPU_PERIOD_US);
+                 CPU_PERIOD_US);
             (void)cg_write(cg->mem, "cpu.max", v);
         }
         return 0;
@@ -499,19 +501,58 @@ static void cg_remove(struct sandbox *sb, struct pod_cgroups *cg)
 static int seccomp_build(struct sandbox *sb)
 {
     static const char *const denied[] = {
-        "ptrace",          "process_vm_readv", "process_vm_writev", "kcmp",
-        "mount",           "umount",           "umount2",           "pivot_root",
-        "move_mount",      "open_tree",        "fsopen",            "fsconfig",
-        "fsmount",         "fspick",           "mount_setattr",     "unshare",
-        "setns",           "kexec_load",       "kexec_file_load",   "reboot",
-        "init_module",     "finit_module",     "delete_module",     "bpf",
-        "perf_event_open", "userfaultfd",      "keyctl",            "add_key",
-        "request_key",     "personality",      "swapon",            "swapoff",
-        "acct",            "quotactl",         "syslog",            "settimeofday",
-        "clock_settime",   "clock_adjtime",    "adjtimex",          "iopl",
-        "ioperm",          "lookup_dcookie",   "open_by_handle_at", "name_to_handle_at",
-        "vhangup",         "io_uring_setup",   "io_uring_enter",    "io_uring_register",
-        "fanotify_init",   "pidfd_getfd",      "uselib",            "nfsservctl",
+        "ptrace",
+        "process_vm_readv",
+        "process_vm_writev",
+        "kcmp",
+        "mount",
+        "umount",
+        "umount2",
+        "pivot_root",
+        "move_mount",
+        "open_tree",
+        "fsopen",
+        "fsconfig",
+        "fsmount",
+        "fspick",
+        "mount_setattr",
+        "unshare",
+        "setns",
+        "kexec_load",
+        "kexec_file_load",
+        "reboot",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "bpf",
+        "perf_event_open",
+        "userfaultfd",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "personality",
+        "swapon",
+        "swapoff",
+        "acct",
+        "quotactl",
+        "syslog",
+        "settimeofday",
+        "clock_settime",
+        "clock_adjtime",
+        "adjtimex",
+        "iopl",
+        "ioperm",
+        "lookup_dcookie",
+        "open_by_handle_at",
+        "name_to_handle_at",
+        "vhangup",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "fanotify_init",
+        "pidfd_getfd",
+        "uselib",
+        "nfsservctl",
     };
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (!ctx)
@@ -680,6 +721,10 @@ static int build_argv(struct sandbox *sb, const struct sandbox_spec *spec, const
     av_add3(a, "--symlink", "usr/sbin", "/sbin");
     av_add2(a, "--proc", "/proc");
     av_add2(a, "--dev", "/dev");
+    bfmt(num, sizeof(num), "%lld", (long long)NODE_DEFAULT_TMP);
+    av_add2(a, "--perms", "1777");
+    av_add2(a, "--size", num);
+    av_add2(a, "--tmpfs", "/dev/shm");
     av_add2(a, "--dir", "/etc");
     bfmt(path, sizeof(path), "%s/passwd", rdir);
     av_add3(a, "--ro-bind", path, "/etc/passwd");
@@ -726,6 +771,7 @@ static int build_argv(struct sandbox *sb, const struct sandbox_spec *spec, const
     const char *wd = spec->workdir && spec->workdir[0] ? spec->workdir : "/";
     if (strcmp(wd, "/") != 0)
         av_add2(a, "--dir", wd);
+    av_add2(a, "--remount-ro", "/dev"); /* not recursive: /dev/shm and the message stay writable */
     av_add2(a, "--remount-ro", "/");
     av_add2(a, "--chdir", wd);
     av_add(a, "--clearenv");
@@ -850,12 +896,12 @@ static int prepare_dir(const struct sandbox_spec *spec, const char *rdir)
     (void)chmod(rdir, 0711);
     char path[1024], buf[512];
     bfmt(buf, sizeof(buf),
-             "root:x:0:0:root:/root:/usr/sbin/nologin\n"
-             "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+         "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+         "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
     if (spec->uid != 0 && spec->uid != 65534) {
         size_t l = strlen(buf);
         bfmt(buf + l, sizeof(buf) - l, "user:x:%u:%u:user:/tmp:/usr/sbin/nologin\n",
-                 (unsigned)spec->uid, (unsigned)spec->gid);
+             (unsigned)spec->uid, (unsigned)spec->gid);
     }
     bfmt(path, sizeof(path), "%s/passwd", rdir);
     if (write_file(path, buf, strlen(buf), 0444))
@@ -865,7 +911,7 @@ static int prepare_dir(const struct sandbox_spec *spec, const char *rdir)
     if (write_file(path, buf, strlen(buf), 0444))
         return -EIO;
     bfmt(buf, sizeof(buf), "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t%s\n",
-             spec->hostname ? spec->hostname : "pod");
+         spec->hostname ? spec->hostname : "pod");
     bfmt(path, sizeof(path), "%s/hosts", rdir);
     if (write_file(path, buf, strlen(buf), 0444))
         return -EIO;
@@ -975,15 +1021,14 @@ static int run(struct sandbox *sb, const struct sandbox_spec *spec, unsigned fla
     pid_t pid = -1;
     int rc = prepare_dir(spec, rdir);
     if (rc) {
-        bfmt(res->error, sizeof(res->error), "cannot prepare the pod directory: %s",
-                 strerror(-rc));
+        bfmt(res->error, sizeof(res->error), "cannot prepare the pod directory: %s", strerror(-rc));
         goto out_dir;
     }
     if ((flags & RUN_CGROUPS) && sb->caps.cg_version) {
         rc = cg_create(sb, spec, &cg);
         if (rc) {
             bfmt(res->error, sizeof(res->error), "cannot create the pod cgroup: %s",
-                     strerror(rc < 0 ? -rc : EIO));
+                 strerror(rc < 0 ? -rc : EIO));
             goto out_cg;
         }
     }
@@ -1023,8 +1068,7 @@ static int run(struct sandbox *sb, const struct sandbox_spec *spec, unsigned fla
     if (cg.mem[0])
         bfmt(plan.cg_procs[plan.ncg++], sizeof(plan.cg_procs[0]), "%s/cgroup.procs", cg.mem);
     if (cg.pids[0])
-        bfmt(plan.cg_procs[plan.ncg++], sizeof(plan.cg_procs[0]), "%s/cgroup.procs",
-                 cg.pids);
+        bfmt(plan.cg_procs[plan.ncg++], sizeof(plan.cg_procs[0]), "%s/cgroup.procs", cg.pids);
     if (cg.cpu[0])
         bfmt(plan.cg_procs[plan.ncg++], sizeof(plan.cg_procs[0]), "%s/cgroup.procs", cg.cpu);
     bool have_pids = cg.pids[0] || (cg.mem[0] && sb->caps.cg_version == 2 && sb->caps.cg_pids);
@@ -1162,8 +1206,7 @@ static int run(struct sandbox *sb, const struct sandbox_spec *spec, unsigned fla
     read_message(rdir, res);
     if (!res->started && !killed) {
         rc = -ENOEXEC;
-        bfmt(res->error, sizeof(res->error), "the sandbox did not start (exit %d)",
-                 res->exit_code);
+        bfmt(res->error, sizeof(res->error), "the sandbox did not start (exit %d)", res->exit_code);
     } else {
         rc = 0;
     }
@@ -1236,7 +1279,7 @@ static int probe(struct sandbox *sb, unsigned flags, char *err, size_t errlen)
         rc = -EPERM;
     if (rc)
         bfmt(err, errlen, "%s%s%s", res->error[0] ? res->error : "", res->error[0] ? ": " : "",
-                 out[0] ? out : "no output");
+             out[0] ? out : "no output");
     free(res);
     return rc;
 }
@@ -1258,31 +1301,31 @@ int sandbox_new(const struct sandbox_opts *opts, struct sandbox **out, char *err
     sb->pids_max = opts->pids_max;
     sb->slots = opts->slots;
     struct rlimit rl;
-    sb->maxfd = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur
-                                                                           : 65536;
+    sb->maxfd =
+        getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
     int rc;
     const char *bwrap = find_bwrap();
     if (!bwrap) {
         bfmt(err, errlen,
-                 "bubblewrap (bwrap) is not installed: the node cannot sandbox pods "
-                 "(install the Debian package 'bubblewrap')");
+             "bubblewrap (bwrap) is not installed: the node cannot sandbox pods "
+             "(install the Debian package 'bubblewrap')");
         rc = -ENOTSUP;
         goto fail;
     }
     bfmt(sb->caps.bwrap, sizeof(sb->caps.bwrap), "%s", bwrap);
     if (geteuid() != 0) {
         bfmt(err, errlen,
-                 "the node role must run as root: it drops each pod to uid 65534 and "
-                 "creates per-pod cgroups");
+             "the node role must run as root: it drops each pod to uid 65534 and "
+             "creates per-pod cgroups");
         rc = -ENOTSUP;
         goto fail;
     }
-    const char *parent = opts->run_dir_parent && opts->run_dir_parent[0] ? opts->run_dir_parent
-                                                                          : "/tmp";
+    const char *parent =
+        opts->run_dir_parent && opts->run_dir_parent[0] ? opts->run_dir_parent : "/tmp";
     bfmt(sb->run_dir, sizeof(sb->run_dir), "%s/execd-node-XXXXXX", parent);
     if (!mkdtemp(sb->run_dir)) {
         bfmt(err, errlen, "cannot create the sandbox run directory under '%s': %s", parent,
-                 strerror(errno));
+             strerror(errno));
         sb->run_dir[0] = '\0';
         rc = -EIO;
         goto fail;
@@ -1293,9 +1336,9 @@ int sandbox_new(const struct sandbox_opts *opts, struct sandbox **out, char *err
     rc = probe(sb, 0, perr, sizeof(perr));
     if (rc) {
         bfmt(err, errlen,
-                 "bubblewrap cannot create a sandbox on this host (user namespaces "
-                 "disabled?): %s",
-                 perr);
+             "bubblewrap cannot create a sandbox on this host (user namespaces "
+             "disabled?): %s",
+             perr);
         rc = -ENOTSUP;
         goto fail;
     }
@@ -1304,15 +1347,14 @@ int sandbox_new(const struct sandbox_opts *opts, struct sandbox **out, char *err
         if (probe(sb, RUN_SECCOMP, perr, sizeof(perr)) == 0)
             sb->caps.seccomp = true;
         else
-            log_warn(NODE_ROLE, "seccomp filter does not load; pods run without it",
-                     "err=\"%s\"", perr);
+            log_warn(NODE_ROLE, "seccomp filter does not load; pods run without it", "err=\"%s\"",
+                     perr);
     } else {
         log_warn(NODE_ROLE, "cannot build the seccomp filter; pods run without it", "%s", "");
     }
     if (sb->caps.cg_version &&
         probe(sb, RUN_CGROUPS | (sb->caps.seccomp ? RUN_SECCOMP : 0), perr, sizeof(perr)) != 0) {
-        log_warn(NODE_ROLE, "pod cgroups do not work; falling back to rlimits", "err=\"%s\"",
-                 perr);
+        log_warn(NODE_ROLE, "pod cgroups do not work; falling back to rlimits", "err=\"%s\"", perr);
         bfmt(sb->caps.detail, sizeof(sb->caps.detail), "cgroups unusable: %.200s", perr);
         sb->caps.cg_memory = sb->caps.cg_pids = sb->caps.cg_cpu = false;
         sb->caps.cg_version = 0;
@@ -1341,7 +1383,10 @@ void sandbox_free(struct sandbox *sb)
     free(sb);
 }
 
-const struct sandbox_caps *sandbox_caps(const struct sandbox *sb) { return &sb->caps; }
+const struct sandbox_caps *sandbox_caps(const struct sandbox *sb)
+{
+    return &sb->caps;
+}
 
 int bfmt(char *out, size_t len, const char *fmt, ...)
 {

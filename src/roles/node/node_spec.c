@@ -47,8 +47,7 @@ static bool label_chars(const char *s, size_t n, bool upper, bool underscore_dot
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
-                  (upper && ch >= 'A' && ch <= 'Z') ||
-                  (underscore_dot && (ch == '_' || ch == '.'));
+                  (upper && ch >= 'A' && ch <= 'Z') || (underscore_dot && (ch == '_' || ch == '.'));
         if (!ok)
             return false;
     }
@@ -57,7 +56,8 @@ static bool label_chars(const char *s, size_t n, bool upper, bool underscore_dot
 
 static bool alnum_edge(char ch, bool upper)
 {
-    return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || (upper && ch >= 'A' && ch <= 'Z');
+    return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+           (upper && ch >= 'A' && ch <= 'Z');
 }
 
 bool dns1123_label(const char *s)
@@ -178,9 +178,9 @@ int quantity_parse(const char *s, int64_t scale, int64_t *out)
     long double v = strtold(buf, NULL);
     long double mult = 1;
     const char *suf = p;
-    if ((*suf == 'e' || *suf == 'E') && suf[1] && (isdigit((unsigned char)suf[1]) ||
-                                                   ((suf[1] == '-' || suf[1] == '+') &&
-                                                    isdigit((unsigned char)suf[2])))) {
+    if ((*suf == 'e' || *suf == 'E') && suf[1] &&
+        (isdigit((unsigned char)suf[1]) ||
+         ((suf[1] == '-' || suf[1] == '+') && isdigit((unsigned char)suf[2])))) {
         char *end;
         long e = strtol(suf + 1, &end, 10);
         if (*end || e > 18 || e < -18)
@@ -318,8 +318,7 @@ static int parse_req(char *t, struct sel_req *r, bool fields, char *err, size_t 
     return 0;
 }
 
-static int parse_sel(const char *text, struct selector *sel, bool fields, char *err,
-                     size_t errlen)
+static int parse_sel(const char *text, struct selector *sel, bool fields, char *err, size_t errlen)
 {
     memset(sel, 0, sizeof(*sel));
     if (!text)
@@ -900,14 +899,14 @@ void validate_configmap(cJSON *cm, cJSON *causes)
             if (i == 1) {
                 const cJSON *other = cJSON_GetObjectItemCaseSensitive(cm, "data");
                 if (other && cJSON_GetObjectItemCaseSensitive(other, e->string))
-                    cause_add(causes, "FieldValueDuplicate", f,
-                              "Duplicate value: \"%.64s\"", e->string);
+                    cause_add(causes, "FieldValueDuplicate", f, "Duplicate value: \"%.64s\"",
+                              e->string);
             }
         }
     }
     if (total > CONFIGMAP_MAX_BYTES)
-        cause_add(causes, "FieldValueTooLong", "data",
-                  "Too long: must have at most %d bytes", CONFIGMAP_MAX_BYTES);
+        cause_add(causes, "FieldValueTooLong", "data", "Too long: must have at most %d bytes",
+                  CONFIGMAP_MAX_BYTES);
 }
 
 void validate_networkpolicy(cJSON *np, cJSON *causes)
