@@ -4,6 +4,7 @@
 #   make check      unit tests (no servers)
 #   make test       set up, start services, unit + integration suites
 #   make SAN=asan test   the same under AddressSanitizer + UBSan (SAN=tsan too)
+#   make test-container  podman image + replicas of it (part of `make test` when podman exists)
 #   make lint | format | format-check | bench | reference
 
 CC      ?= cc
@@ -54,7 +55,7 @@ EXECD    := $(BUILD)/execd
 PY       := .cache/venv/bin/python
 
 .PHONY: all run check test test-unit test-integration setup services-up services-down lint \
-        format format-check clean bench reference
+        format format-check clean bench reference test-container
 all: $(EXECD)
 
 $(BUILD)/%.o: %.c
@@ -104,6 +105,14 @@ test-integration: $(EXECD) $(BENCH_BIN)
 test: setup services-up
 	$(Q)$(MAKE) --no-print-directory check
 	$(Q)$(MAKE) --no-print-directory test-integration
+	$(Q)if command -v podman >/dev/null 2>&1; then \
+	    $(MAKE) --no-print-directory test-container; \
+	else echo "  SKIP    test-container: podman is absent (make test-container installs it)"; fi
+
+# The container image (podman; see scripts/container.sh) and the replicas-of-one-image suite.
+test-container: setup
+	$(Q)scripts/container.sh build
+	$(Q)$(PY) -m pytest -q -x --timeout=600 test/container $(PYTEST_ARGS)
 
 bench: $(EXECD) $(BENCH_BIN)
 	$(Q)scripts/bench.sh $(BUILD)

@@ -127,7 +127,59 @@
       "Email of the bootstrap admin (empty = <username>@execd.local)")                             \
     X(api_threads, "EXECD_API_THREADS", INT, "4", 1, 256, 0,                                       \
       "Threads of the api role's pool, which runs every bcrypt hash and check (bounds the CPU "    \
-      "spent on logins; a full queue answers 503)")
+      "spent on logins; a full queue answers 503)")                                          \
+    /* pipeline: coordinator, results, projection (src/roles/{coordinator,results,projection}) */ \
+    X(max_concurrent, "EXECD_MAX_CONCURRENT", INT, "10", 1, 100000, 0,                             \
+      "Global cap on scheduled and running executions, exact across coordinator replicas "         \
+      "(one capacity slot document per execution in resource_allocations, unique _id and holder)")\
+    X(user_max_concurrent, "EXECD_USER_MAX_CONCURRENT", INT, "5", 1, 100000, 0,                    \
+      "Admitted, not yet ended executions (queued or running) one user may have; beyond it the "   \
+      "request ends failed/rate_limited")                                                          \
+    X(user_max_per_minute, "EXECD_USER_MAX_PER_MINUTE", INT, "60", 1, 1000000, 0,                  \
+      "Admissions per user per sliding 60 s window (rate_limit_overrides may bypass or scale it)") \
+    X(queue_max, "EXECD_QUEUE_MAX", INT, "1000", 1, 10000000, 0,                                   \
+      "Executions the coordinator's priority queue (execution_queue) holds; a full queue rejects") \
+    X(max_script_bytes, "EXECD_MAX_SCRIPT_BYTES", INT, "1048576", 1, 1900000, 0,                   \
+      "Largest script the coordinator admits (bytes)")                                             \
+    X(max_timeout_seconds, "EXECD_MAX_TIMEOUT_SECONDS", INT, "300", 1, 86400, 0,                   \
+      "Largest timeout_seconds the coordinator admits")                                            \
+    X(execution_timeout_seconds, "EXECD_EXECUTION_TIMEOUT_SECONDS", INT, "10", 1, 86400, 0,        \
+      "Default deadline of one execution (activeDeadlineSeconds); ends it timeout")                \
+    X(coordinator_threads, "EXECD_COORDINATOR_THREADS", INT, "2", 1, 64, 0,                        \
+      "Consumers of the coordinator role (group execd-coordinator)")                               \
+    X(coordinator_sweep_ms, "EXECD_COORDINATOR_SWEEP_MS", INT, "1000", 50, 600000, 0,              \
+      "How often the coordinator frees capacity slots held past their deadline and drains the "    \
+      "queue into free slots")                                                                     \
+    X(results_threads, "EXECD_RESULTS_THREADS", INT, "1", 1, 64, 0,                                \
+      "Consumers of the results role (group execd-results)")                                       \
+    X(projection_threads, "EXECD_PROJECTION_THREADS", INT, "1", 1, 64, 0,                          \
+      "Consumers of the projection role (group execd-projection)")                                 \
+    /* executor: worker and monitor (src/roles/{worker,monitor}, src/infra/k8s_client.c) */     \
+    X(k8s_api, "EXECD_K8S_API", STR, "", 0, 500, 0,                                                \
+      "Kubernetes API of worker and monitor: an http(s) base URL, 'in-cluster' (service account) " \
+      "or 'kubeconfig' ($KUBECONFIG or ~/.kube/config); empty = the embedded node at "            \
+      "http://EXECD_NODE_LISTEN (http://127.0.0.1:8081 by default)")                               \
+    X(k8s_token, "EXECD_K8S_TOKEN", STR, "", 0, 4096, CFG_SECRET,                                  \
+      "Bearer token for EXECD_K8S_API (overrides the service account and kubeconfig credentials)") \
+    X(k8s_namespace, "EXECD_K8S_NAMESPACE", STR, "execd", 1, 63, 0,                                \
+      "Namespace of execution pods, their ConfigMaps and the deny-all NetworkPolicy")              \
+    X(k8s_timeout_ms, "EXECD_K8S_TIMEOUT_MS", INT, "10000", 100, 600000, 0,                        \
+      "Connect and request timeout of Kubernetes API calls (watches: timeoutSeconds plus this)")   \
+    X(worker_threads, "EXECD_WORKER_THREADS", INT, "3", 1, 64, 0,                                  \
+      "Consumers of the worker role on execution_tasks (group execd-worker)")                      \
+    X(monitor_threads, "EXECD_MONITOR_THREADS", INT, "4", 1, 64, 0,                                \
+      "Threads of the monitor role handling pod transitions (one execution stays on one thread)")  \
+    X(output_limit_bytes, "EXECD_OUTPUT_LIMIT_BYTES", INT, "524288", 1024, 838860, 0,              \
+      "Cap on stdout and on stderr of one execution (each); beyond it the *_truncated flag is set") \
+    /* api: resources of an execution's pod, sent in execution_requested (api_executions.c) */   \
+    X(pod_cpu_limit, "EXECD_POD_CPU_LIMIT", STR, "1000m", 1, 32, 0,                                \
+      "CPU limit of an execution pod (Kubernetes quantity; /k8s-limits shows it)")                 \
+    X(pod_memory_limit, "EXECD_POD_MEMORY_LIMIT", STR, "128Mi", 1, 32, 0,                          \
+      "Memory limit of an execution pod (Kubernetes quantity; /k8s-limits shows it)")              \
+    X(pod_cpu_request, "EXECD_POD_CPU_REQUEST", STR, "100m", 1, 32, 0,                             \
+      "CPU request of an execution pod (Kubernetes quantity)")                                     \
+    X(pod_memory_request, "EXECD_POD_MEMORY_REQUEST", STR, "64Mi", 1, 32, 0,                       \
+      "Memory request of an execution pod (Kubernetes quantity)")
 
 #define CFG_CTYPE_STR char *
 #define CFG_CTYPE_INT int64_t

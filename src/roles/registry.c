@@ -13,11 +13,21 @@
 extern const struct role role_store;
 extern const struct role role_api;
 extern const struct role role_node;
+extern const struct role role_coordinator;
+extern const struct role role_worker;
+extern const struct role role_monitor;
+extern const struct role role_results;
+extern const struct role role_projection;
 
 const struct role *const role_registry[] = {
     &role_store,
     &role_api,
     &role_node,
+    &role_coordinator,
+    &role_worker,
+    &role_monitor,
+    &role_results,
+    &role_projection,
     NULL,
 };
 

@@ -4,6 +4,18 @@
  *
  *   execd bus-publish --count N [--type execution_requested] [--invalid]
  *                     [--raw-topic TOPIC] [--payload STRING]
+ *                     [--aggregate ID] [--user-id U] [--priority N] [--lang L]
+ *
+ * --aggregate fixes the aggregate (execution) id instead of a fresh uuid per
+ * event (e.g. a terminal event for an execution published before);
+ * --user-id sets metadata.user_id (and user_id fields); --priority and
+ * --lang set those fields of execution_requested.
+ * Execution tasks (worker/monitor tests): --script (or --script-file PATH),
+ * --lang-version, --image,
+ * --timeout S and --command '["python3","-u","main.py"]' (a JSON array of
+ * strings) set the fields of execution_requested; --raw-topic execution_tasks
+ * publishes the event there instead of its catalog topic; --repeat N publishes
+ * the same event (same event_id) N times, as a redelivery would.
  *
  * Ensures the topics first.  Valid events are built with event_new and the
  * event_set_* setters from the type's catalog fields, so they pass their
@@ -33,17 +45,27 @@ struct tool_opts {
     int invalid;
     int topic; /* -1: the type's catalog topic */
     const char *payload;
+    const char *aggregate; /* NULL: a fresh uuid per event */
+    const char *user_id;
+    const char *lang;
+    long long priority;
+    const char *script, *lang_version, *image, *command;
+    long long timeout;
+    long repeat;
 };
 
 static void usage(FILE *out)
 {
     fprintf(out, "usage: execd bus-publish --count N [--type EVENT_TYPE] [--invalid]\n"
-                 "                         [--raw-topic TOPIC] [--payload STRING]\n");
+                 "                         [--raw-topic TOPIC] [--payload STRING]\n"
+                 "                         [--aggregate ID] [--user-id U] [--priority N] "
+                 "[--lang L]\n");
 }
 
 static int parse(int argc, char **argv, struct tool_opts *o)
 {
-    *o = (struct tool_opts){.count = 1, .type = EV_execution_requested, .topic = -1};
+    *o = (struct tool_opts){
+        .count = 1, .type = EV_execution_requested, .topic = -1, .priority = 5, .repeat = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -80,6 +102,65 @@ static int parse(int argc, char **argv, struct tool_opts *o)
             }
         } else if (strcmp(a, "--payload") == 0) {
             o->payload = v;
+        } else if (strcmp(a, "--aggregate") == 0) {
+            if (!*v || strlen(v) >= UUID_LEN) {
+                fprintf(stderr, "bus-publish: bad --aggregate '%s'\n", v);
+                return -EINVAL;
+            }
+            o->aggregate = v;
+        } else if (strcmp(a, "--user-id") == 0) {
+            o->user_id = v;
+        } else if (strcmp(a, "--lang") == 0) {
+            o->lang = v;
+        } else if (strcmp(a, "--script") == 0) {
+            o->script = v;
+        } else if (strcmp(a, "--script-file") == 0) {
+            static struct strbuf file; /* lives until exit */
+            FILE *f = fopen(v, "rb");
+            char buf[8192];
+            size_t n;
+            while (f && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+                if (sb_append(&file, buf, n))
+                    break;
+            if (!f || ferror(f) || !file.s) {
+                fprintf(stderr, "bus-publish: cannot read --script-file '%s'\n", v);
+                if (f)
+                    (void)fclose(f);
+                return -EINVAL;
+            }
+            (void)fclose(f);
+            o->script = file.s;
+        } else if (strcmp(a, "--lang-version") == 0) {
+            o->lang_version = v;
+        } else if (strcmp(a, "--image") == 0) {
+            o->image = v;
+        } else if (strcmp(a, "--command") == 0) {
+            cJSON *cmd = cJSON_Parse(v);
+            int ok = cJSON_IsArray(cmd);
+            cJSON_Delete(cmd);
+            if (!ok) {
+                fprintf(stderr, "bus-publish: --command must be a JSON array of strings\n");
+                return -EINVAL;
+            }
+            o->command = v;
+        } else if (strcmp(a, "--timeout") == 0 || strcmp(a, "--repeat") == 0) {
+            char *end;
+            long long n = strtoll(v, &end, 10);
+            if (*end || end == v || n < 1 || n > 100000) {
+                fprintf(stderr, "bus-publish: bad %s '%s'\n", a, v);
+                return -EINVAL;
+            }
+            if (a[2] == 't')
+                o->timeout = n;
+            else
+                o->repeat = (long)n;
+        } else if (strcmp(a, "--priority") == 0) {
+            char *end;
+            o->priority = strtoll(v, &end, 10);
+            if (*end || end == v) {
+                fprintf(stderr, "bus-publish: bad --priority '%s'\n", v);
+                return -EINVAL;
+            }
         } else {
             fprintf(stderr, "bus-publish: unknown option '%s'\n", a);
             return -EINVAL;
@@ -154,7 +235,7 @@ static cJSON *obj_value(const char *field)
 }
 
 /* Fills every field of the type (required and optional) with a plausible value. */
-static int fill(struct event *ev, const char *aggregate)
+static int fill(struct event *ev, const char *aggregate, const struct tool_opts *o)
 {
     size_t n = 0;
     const struct field_spec *f = event_fields(ev->type, &n);
@@ -164,6 +245,16 @@ static int fill(struct event *ev, const char *aggregate)
         case FT_STR: {
             char buf[UUID_LEN + 8];
             const char *v = str_value(f[i].name, aggregate);
+            if (o->user_id && strcmp(f[i].name, "user_id") == 0)
+                v = o->user_id;
+            if (o->lang && strcmp(f[i].name, "lang") == 0)
+                v = o->lang;
+            if (o->script && strcmp(f[i].name, "script") == 0)
+                v = o->script;
+            if (o->lang_version && strcmp(f[i].name, "lang_version") == 0)
+                v = o->lang_version;
+            if (o->image && strcmp(f[i].name, "runtime_image") == 0)
+                v = o->image;
             if (!v) {
                 if (strcmp(f[i].name, "pod_name") == 0)
                     snprintf(buf, sizeof(buf), "exec-%s", aggregate);
@@ -175,7 +266,11 @@ static int fill(struct event *ev, const char *aggregate)
             break;
         }
         case FT_INT:
-            rc = event_set_int(ev, f[i].name, int_value(f[i].name));
+            rc = event_set_int(ev, f[i].name,
+                               strcmp(f[i].name, "priority") == 0 ? o->priority
+                               : o->timeout && strcmp(f[i].name, "timeout_seconds") == 0
+                                   ? o->timeout
+                                   : int_value(f[i].name));
             break;
         case FT_NUM:
             rc = event_set_json(ev, f[i].name, cJSON_CreateNumber(1.5));
@@ -187,6 +282,10 @@ static int fill(struct event *ev, const char *aggregate)
             rc = event_set_json(ev, f[i].name, obj_value(f[i].name));
             break;
         case FT_ARR: {
+            if (o->command && strcmp(f[i].name, "runtime_command") == 0) {
+                rc = event_set_json(ev, f[i].name, cJSON_Parse(o->command));
+                break;
+            }
             cJSON *a = cJSON_CreateArray();
             if (a) {
                 cJSON_AddItemToArray(a, cJSON_CreateString("python3"));
@@ -265,16 +364,24 @@ static int publish_one(struct bus *bus, const struct tool_opts *o, char *id, siz
                            0);
     }
     char aggregate[UUID_LEN];
-    uuid_v4(aggregate);
+    if (o->aggregate)
+        snprintf(aggregate, sizeof(aggregate), "%s", o->aggregate);
+    else
+        uuid_v4(aggregate);
     struct event *ev = event_new((enum event_type)o->type, aggregate);
     if (!ev)
         return -ENOMEM;
-    int rc = fill(ev, aggregate);
+    if (o->user_id) {
+        free(ev->meta.user_id);
+        ev->meta.user_id = xstrdup(o->user_id);
+    }
+    int rc = fill(ev, aggregate, o);
     if (rc == 0) {
         snprintf(id, idlen, "%s", ev->event_id);
         enum topic_id topic =
             o->topic >= 0 ? (enum topic_id)o->topic : event_topic((enum event_type)o->type);
-        rc = o->invalid ? publish_invalid(bus, topic, ev) : bus_publish_event_to(bus, topic, ev);
+        for (long r = 0; r < o->repeat && rc == 0; r++)
+            rc = o->invalid ? publish_invalid(bus, topic, ev) : bus_publish_event_to(bus, topic, ev);
     }
     event_free(ev);
     return rc;
