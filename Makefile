@@ -60,6 +60,9 @@ PODMAN   ?= $(shell command -v podman 2>/dev/null)
         format format-check clean bench reference test-container
 all: $(EXECD)
 
+# Keep test and bench objects between runs (they are intermediates of pattern rules).
+.SECONDARY:
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
