@@ -200,6 +200,11 @@ def test_submit_validation_and_auth(api):
     assert err({"script": "x", "timeout": 3})[0]["type"] == "extra_forbidden"
     r = u.req("POST", "/api/v1/execute", "not json", headers={"Content-Type": "application/json"})
     assert r.status == 422
+    # Bytes that are not UTF-8 cannot be stored: 422, not a store error.
+    for raw in (b'{"script":"\xff\xfe"}', b'{"script":"x","lang":"py\xc0\xaf"}',
+                b'{"script":"\xed\xa0\x80"}'):
+        r = u.req("POST", "/api/v1/execute", raw, headers={"Content-Type": "application/json"})
+        assert r.status == 422 and r.json()["detail"][0]["type"] == "string_unicode", (raw, r.body)
     # Exactly the limit is fine (characters, not bytes).
     assert u.req("POST", "/api/v1/execute", {"script": "é" * 50000}).status == 200
     # Nothing was inserted for the rejected requests.
@@ -557,3 +562,39 @@ def test_end_to_end_hello(execd_factory):
     res = wait_for(lambda: (lambda x: x if x["status"] == "completed" else None)(
         u.req("GET", f"/api/v1/result/{again}").json()), 60, interval=0.1, what="the retry")
     assert res["stdout"] == "hello\n"
+
+
+def test_bad_input_never_breaks_the_routes(api):
+    """Random ids, queries and bodies on every execution route: 4xx, never 5xx or a hang."""
+    u = User(api)
+    eid = u.submit()
+    rng = random.Random(1234)
+    junk = ["", "%00", "%ff%fe", "a" * 300, "..%2f..", "%7B%7D", "x%20y", eid, eid + "x", "-1",
+            "9" * 40, "%22%5C"]
+    queries = ["", "?limit=", "?limit=-5", "?limit=99999999999999999999", "?skip=abc",
+               "?status=", "?lang=" + "p" * 200, "?start_time=2024-13-45T99:00:00Z",
+               "?end_time=%ff", "?event_types=", "?event_types=" + ",".join(["pod_created"] * 80),
+               "?event_types=%00", "?event_types=execution_requested,", "?x=1&x=2"]
+    bodies = [None, "", "{", "[]", "null", '{"script":null}', '{"script":"x","lang":null}',
+              '{"reason":"' + "r" * 2000 + '"}', json.dumps({"script": "x", "lang": "python",
+                                                            "lang_version": ["3.11"]}),
+              '{"script":"\\ud800"}', "\x00\x01\x02", b'{"script":"\xff"}',
+              b'{"reason":"\xc3"}', '{"a":' * 100 + "1" + "}" * 100]
+    routes = [("POST", "/api/v1/execute"), ("GET", "/api/v1/executions/{}/result"),
+              ("GET", "/api/v1/executions/{}/events"), ("POST", "/api/v1/executions/{}/cancel"),
+              ("POST", "/api/v1/executions/{}/retry"), ("DELETE", "/api/v1/executions/{}"),
+              ("GET", "/api/v1/user/executions"), ("GET", "/api/v1/result/{}"),
+              ("POST", "/api/v1/{}/cancel"), ("POST", "/api/v1/{}/retry")]
+    deadline = time.monotonic() + 20 * SLOW
+    n = 0
+    while n < 400 and time.monotonic() < deadline:
+        method, path = rng.choice(routes)
+        body = rng.choice(bodies) if method != "GET" else None
+        r = u.req(method, path.format(rng.choice(junk)) + rng.choice(queries), body=body,
+                  headers={"Content-Type": "application/json",
+                           "Idempotency-Key": rng.choice(["", "k", "\x7f", "ok-" + str(n)])})
+        assert r.status < 500, (method, path, r.status, r.body)
+        n += 1
+    assert n >= 100
+    assert http("GET", api.url + "/api/v1/health/live").status == 200
+    assert u.req("GET", f"/api/v1/executions/{eid}/result").status == 200

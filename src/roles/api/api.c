@@ -13,7 +13,9 @@
  * Files: api_auth.c (sessions, CSRF, roles, bcrypt), api_accounts.c
  * (register/login/me/logout, lockout, admin bootstrap), api_admin.c (admin
  * users), api_http.c (CORS, rate limit), api_validate.c (422s),
- * api_idempotency.c (Idempotency-Key), api_openapi.c (the document).
+ * api_idempotency.c (Idempotency-Key), api_executions.c (submit, results,
+ * events, cancel, retry, example scripts, limits), api_openapi.c (the
+ * document).
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -117,7 +119,8 @@ static int api_init(struct host *host, void **state)
                         "Requests refused by the rate limiter", "");
     }
     if ((rc = api_accounts_init(api)) || (rc = api_admin_init(api)) ||
-        (rc = api_openapi_init(api)) || (rc = api_idempotency_init(api)))
+        (rc = api_openapi_init(api)) || (rc = api_idempotency_init(api)) ||
+        (rc = api_executions_init(api)))
         goto fail;
     if ((rc = http_use(host->http, api_cors_middleware, api)) ||
         (rc = http_use(host->http, api_ratelimit_middleware, api)) ||

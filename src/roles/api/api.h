@@ -62,6 +62,8 @@ struct api {
     struct metric *m_logins;
     struct metric *m_login_failures;
     struct metric *m_throttled;
+    struct metric *m_submitted;      /* executions queued and published */
+    struct metric *m_submit_seconds; /* receipt → execution_requested acknowledged */
 };
 
 /* The authenticated caller. */
@@ -149,6 +151,9 @@ void api_publish_user_event(struct api *api, struct http_req *req, int type, con
 
 /* ---- api_admin.c ---- */
 int api_admin_init(struct api *api);
+
+/* ---- api_executions.c: submit, results, events, cancel, retry, limits ---- */
+int api_executions_init(struct api *api);
 
 /* ---- api_openapi.c ---- */
 int api_openapi_init(struct api *api);

@@ -164,7 +164,8 @@ static void add_operation(void *arg, const char *method, const char *pattern)
     }
     if (doc && doc->request) {
         cJSON *rb = cJSON_AddObjectToObject(op, "requestBody");
-        cJSON_AddBoolToObject(rb, "required", 1);
+        /* A cancel may come without a body. */
+        cJSON_AddBoolToObject(rb, "required", strcmp(doc->request, "CancelRequest") != 0);
         cJSON *content = json_content(ref(doc->request));
         if (strcmp(doc->request, "LoginRequest") == 0)
             cJSON_AddItemToObject(
@@ -180,6 +181,8 @@ static void add_operation(void *arg, const char *method, const char *pattern)
         add_response(responses, "401", "Not authenticated", "Error");
     if (auth && (strcmp(auth, "admin") == 0 || strcmp(auth, "owner/admin") == 0))
         add_response(responses, "403", "Forbidden", "Error");
+    if (doc && strchr(pattern, '{'))
+        add_response(responses, "404", "Not found", "Error");
     add_response(responses, "429", "Rate limit exceeded", "RateLimited");
 }
 
@@ -200,6 +203,101 @@ static cJSON *schema_obj(cJSON *schemas, const char *name, const char *const *re
             cJSON_AddItemToArray(r, cJSON_CreateString(required[i]));
     }
     return cJSON_AddObjectToObject(s, "properties");
+}
+
+static cJSON *nullable(cJSON *p)
+{
+    cJSON_AddBoolToObject(p, "nullable", 1);
+    return p;
+}
+
+/* The executions API (api_executions.c). */
+static void add_execution_schemas(cJSON *schemas)
+{
+    static const char *const ex_req[] = {"script"};
+    cJSON *p = schema_obj(schemas, "ExecuteRequest", ex_req, 1);
+    cJSON_AddNumberToObject(prop(p, "script", "string"), "maxLength", 50000);
+    cJSON_AddStringToObject(prop(p, "lang", "string"), "default", "python");
+    cJSON_AddStringToObject(prop(p, "lang_version", "string"), "default", "3.11");
+    static const char *const ex_resp[] = {"execution_id", "status"};
+    p = schema_obj(schemas, "ExecuteResponse", ex_resp, 2);
+    prop(p, "execution_id", "string");
+    prop(p, "status", "string");
+    static const char *const ru[] = {"execution_time_wall_seconds", "cpu_time_jiffies",
+                                     "clk_tck_hertz", "peak_memory_kb"};
+    p = schema_obj(schemas, "ResourceUsage", ru, 4);
+    nullable(prop(p, ru[0], "number"));
+    for (size_t i = 1; i < 4; i++)
+        nullable(prop(p, ru[i], "integer"));
+    static const char *const res[] = {"execution_id", "status",       "stdout",         "stderr",
+                                      "lang",         "lang_version", "resource_usage", "exit_code",
+                                      "error_type",   "priority"};
+    p = schema_obj(schemas, "ExecutionResult", res, 10);
+    prop(p, "execution_id", "string");
+    cJSON *st = prop(p, "status", "string");
+    cJSON *en = cJSON_AddArrayToObject(st, "enum");
+    static const char *const states[] = {"queued", "scheduled", "running",  "completed",
+                                         "failed", "timeout",   "cancelled"};
+    for (size_t i = 0; i < 7; i++)
+        cJSON_AddItemToArray(en, cJSON_CreateString(states[i]));
+    nullable(prop(p, "stdout", "string"));
+    nullable(prop(p, "stderr", "string"));
+    prop(p, "lang", "string");
+    prop(p, "lang_version", "string");
+    cJSON *u = cJSON_AddObjectToObject(p, "resource_usage");
+    cJSON *all = cJSON_AddArrayToObject(u, "allOf");
+    cJSON_AddItemToArray(all, ref("ResourceUsage"));
+    nullable(u);
+    nullable(prop(p, "exit_code", "integer"));
+    nullable(prop(p, "error_type", "string"));
+    nullable(prop(p, "priority", "integer"));
+    static const char *const el[] = {"executions", "total", "limit", "skip", "has_more"};
+    p = schema_obj(schemas, "ExecutionList", el, 5);
+    cJSON_AddItemToObject(prop(p, "executions", "array"), "items", ref("ExecutionResult"));
+    prop(p, "total", "integer");
+    prop(p, "limit", "integer");
+    prop(p, "skip", "integer");
+    prop(p, "has_more", "boolean");
+    static const char *const ev[] = {"event_id",     "event_type",     "event_version", "timestamp",
+                                     "aggregate_id", "correlation_id", "causation_id",  "metadata"};
+    p = schema_obj(schemas, "Event", ev, 8);
+    for (size_t i = 0; i < 8; i++)
+        prop(p, ev[i], i == 2 ? "integer" : i == 7 ? "object" : "string");
+    cJSON *list = cJSON_AddObjectToObject(schemas, "EventList");
+    cJSON_AddStringToObject(list, "type", "array");
+    cJSON_AddItemToObject(list, "items", ref("Event"));
+    p = schema_obj(schemas, "CancelRequest", NULL, 0);
+    cJSON_AddNumberToObject(prop(p, "reason", "string"), "maxLength", 1000);
+    static const char *const cr[] = {"execution_id", "status", "message", "event_id"};
+    p = schema_obj(schemas, "CancelResponse", cr, 4);
+    prop(p, "execution_id", "string");
+    en = cJSON_AddArrayToObject(prop(p, "status", "string"), "enum");
+    cJSON_AddItemToArray(en, cJSON_CreateString("cancellation_requested"));
+    cJSON_AddItemToArray(en, cJSON_CreateString("already_cancelled"));
+    prop(p, "message", "string");
+    nullable(prop(p, "event_id", "string"));
+    static const char *const del[] = {"message", "execution_id"};
+    p = schema_obj(schemas, "DeleteExecutionResponse", del, 2);
+    prop(p, "message", "string");
+    prop(p, "execution_id", "string");
+    static const char *const exs[] = {"scripts"};
+    p = schema_obj(schemas, "ExampleScripts", exs, 1);
+    cJSON_AddStringToObject(
+        cJSON_AddObjectToObject(prop(p, "scripts", "object"), "additionalProperties"), "type",
+        "string");
+    static const char *const kl[] = {"cpu_limit",      "memory_limit",      "cpu_request",
+                                     "memory_request", "execution_timeout", "supported_runtimes"};
+    p = schema_obj(schemas, "K8sLimits", kl, 6);
+    for (size_t i = 0; i < 4; i++)
+        prop(p, kl[i], "string");
+    prop(p, "execution_timeout", "integer");
+    cJSON *rt =
+        cJSON_AddObjectToObject(prop(p, "supported_runtimes", "object"), "additionalProperties");
+    cJSON_AddStringToObject(rt, "type", "object");
+    cJSON *rtp = cJSON_AddObjectToObject(rt, "properties");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(prop(rtp, "versions", "array"), "items"),
+                            "type", "string");
+    prop(rtp, "file_ext", "string");
 }
 
 static void add_schemas(cJSON *components)
@@ -267,6 +365,7 @@ static void add_schemas(cJSON *components)
     prop(p, "detail", "string");
     prop(p, "retry_after", "integer");
     cJSON_AddStringToObject(prop(p, "reset_at", "string"), "format", "date-time");
+    add_execution_schemas(schemas);
     p = schema_obj(schemas, "OpenAPI", NULL, 0);
     prop(p, "openapi", "string");
 

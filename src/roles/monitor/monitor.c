@@ -726,7 +726,7 @@ static int monitor_start(void *state)
         n = MAX_SHARDS;
     for (int i = 0; i < n; i++) {
         char name[16];
-        snprintf(name, sizeof(name), "monitor-%d", i);
+        snprintf(name, sizeof(name), "monitor-%d", i % 100);
         struct shard *sh = &m->shards[i];
         sh->mon = m;
         sh->done = calloc(DONE_RING, sizeof(*sh->done));
