@@ -379,15 +379,23 @@ static int check_runtime(struct http_req *req, const char *lang, const char *ver
     return 0;
 }
 
-static void respond_queued(struct http_req *req, const char *id, char **body_out)
+/* The 200 body of a submit; caller frees (free()). */
+static char *queued_body(const char *id)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "execution_id", id);
     cJSON_AddStringToObject(o, "status", execution_status_name(EXEC_QUEUED));
-    http_respond_json(req, 200, o);
-    if (body_out)
-        *body_out = cJSON_PrintUnformatted(o);
+    char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
+    return s;
+}
+
+static void respond_queued(struct http_req *req, const char *body)
+{
+    if (body)
+        http_respond(req, 200, "application/json", body, strlen(body));
+    else
+        http_respond_error(req, 500, "Infrastructure", "out of memory");
 }
 
 static void on_execute(struct http_req *req, void *ctx)
@@ -453,15 +461,17 @@ static void on_execute(struct http_req *req, void *ctx)
                            "cannot queue the execution: the event bus or store is unavailable");
         goto out;
     }
-    char *first = NULL;
-    respond_queued(req, id, key ? &first : NULL);
+    /* The key is completed before the answer goes out, so a repeat that
+     * races the first response already finds it done. */
+    char *first = queued_body(id);
     if (key) {
         if (first)
             api_idem_complete(api, user.user_id, key, 200, first);
         else
             api_idem_abort(api, user.user_id, key);
-        free(first);
     }
+    respond_queued(req, first);
+    free(first);
 out:
     cJSON_Delete(body);
     api_user_release(&user);
@@ -808,7 +818,9 @@ static void on_retry(struct http_req *req, void *ctx)
     }
     log_info(API_ROLE, "execution retried", "execution_id=%s retry_of=%s", id,
              str_of(doc, "execution_id"));
-    respond_queued(req, id, NULL);
+    char *answer = queued_body(id);
+    respond_queued(req, answer);
+    free(answer);
 done:
     cJSON_Delete(doc);
     api_user_release(&user);
