@@ -154,6 +154,15 @@
       "Consumers of the results role (group execd-results)")                                       \
     X(projection_threads, "EXECD_PROJECTION_THREADS", INT, "1", 1, 64, 0,                          \
       "Consumers of the projection role (group execd-projection)")                                 \
+    /* sse: live streams (src/roles/sse); each open stream holds one EXECD_HTTP_THREADS thread */ \
+    X(sse_max_streams, "EXECD_SSE_MAX_STREAMS", INT, "1000", 1, 100000, 0,                         \
+      "Open SSE streams per process, past it 503; also capped at EXECD_HTTP_THREADS - 16")              \
+    X(sse_heartbeat_ms, "EXECD_SSE_HEARTBEAT_MS", INT, "15000", 10, 3600000, 0,                    \
+      "Interval of the ': ping' comment on every open SSE stream")                                 \
+    X(sse_queue_max, "EXECD_SSE_QUEUE_MAX", INT, "256", 1, 1000000, 0,                             \
+      "Frames queued per SSE subscriber; a subscriber that falls this far behind is dropped")      \
+    X(sse_threads, "EXECD_SSE_THREADS", INT, "1", 1, 16, 0,                                        \
+      "Consumers of the sse role (one group per process, unique id, latest offsets)")              \
     /* executor: worker and monitor (src/roles/{worker,monitor}, src/infra/k8s_client.c) */     \
     X(k8s_api, "EXECD_K8S_API", STR, "", 0, 500, 0,                                                \
       "Kubernetes API of worker and monitor: an http(s) base URL, 'in-cluster' (service account) " \
@@ -179,7 +188,19 @@
     X(pod_cpu_request, "EXECD_POD_CPU_REQUEST", STR, "100m", 1, 32, 0,                             \
       "CPU request of an execution pod (Kubernetes quantity)")                                     \
     X(pod_memory_request, "EXECD_POD_MEMORY_REQUEST", STR, "64Mi", 1, 32, 0,                       \
-      "Memory request of an execution pod (Kubernetes quantity)")
+      "Memory request of an execution pod (Kubernetes quantity)")                                 \
+    /* saga role: one saga per execution, deadlines, compensations (src/roles/saga) */          \
+    X(saga_threads, "EXECD_SAGA_THREADS", INT, "3", 1, 64, 0,                                      \
+      "Consumers of the saga role on execution_events (group execd-saga)")                         \
+    X(saga_provision_timeout_seconds, "EXECD_SAGA_PROVISION_TIMEOUT_SECONDS", INT, "30", 1,       \
+      3600, 0,                                                                                     \
+      "How long a scheduled execution may wait for its pod (pod_created) before the saga "         \
+      "deletes the pod, releases the capacity and ends it failed/system_error")                    \
+    X(saga_grace_seconds, "EXECD_SAGA_GRACE_SECONDS", INT, "15", 1, 3600, 0,                       \
+      "Slack past an execution's timeout_seconds before the saga gives up on a terminal event "    \
+      "(the pod's activeDeadlineSeconds is timeout + 5)")                                          \
+    X(saga_finalize_timeout_seconds, "EXECD_SAGA_FINALIZE_TIMEOUT_SECONDS", INT, "30", 1, 3600,   \
+      0, "How long the saga waits for result_stored after the execution ended")
 
 #define CFG_CTYPE_STR char *
 #define CFG_CTYPE_INT int64_t

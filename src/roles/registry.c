@@ -18,6 +18,8 @@ extern const struct role role_worker;
 extern const struct role role_monitor;
 extern const struct role role_results;
 extern const struct role role_projection;
+extern const struct role role_saga;
+extern const struct role role_sse;
 
 const struct role *const role_registry[] = {
     &role_store,
@@ -28,6 +30,8 @@ const struct role *const role_registry[] = {
     &role_monitor,
     &role_results,
     &role_projection,
+    &role_saga,
+    &role_sse,
     NULL,
 };
 
