@@ -47,6 +47,7 @@
 #define WAIT_SLICE_MS 1000
 #define TERMINAL_GRACE_MS 5000
 #define REREAD_MS 1000
+#define LIVE_REREADS 3
 
 struct caller {
     char user_id[SSE_KEY_MAX];
@@ -497,6 +498,7 @@ static void on_execution_stream(struct http_req *req, void *ctx)
     int64_t next_ping = now_mono_ms() + hb;
     int64_t grace_end = was_terminal ? now_mono_ms() + TERMINAL_GRACE_MS : 0;
     int64_t next_reread = now_mono_ms() + REREAD_MS;
+    int live_rereads = 0;
     while (rc == 0 && !st.closed) {
         if (sse_stopping(s)) {
             reason = "stopping";
@@ -540,7 +542,18 @@ static void on_execution_stream(struct http_req *req, void *ctx)
             break;
         }
         if (w == SSE_GOT) {
-            rc = send_event(&st, it->event_id, it->type, it->timestamp, it->status);
+            /* Events published before this replica's consumer had its
+             * partitions reach us only through the event store: before the
+             * first live frames and before a closing one, fill any gap from
+             * the history so frames stay in order and none is missed. */
+            if (!seen_has(&st.seen, it->event_id) &&
+                (live_rereads < LIVE_REREADS || closes_stream(it->type))) {
+                live_rereads++;
+                if ((rc = send_history(&st, last_id)) == -EIO)
+                    rc = 0;
+            }
+            if (rc == 0)
+                rc = send_event(&st, it->event_id, it->type, it->timestamp, it->status);
             sse_item_unref(it);
         }
     }
