@@ -105,7 +105,7 @@ test-unit: check
 
 test-integration: $(EXECD) $(BENCH_BIN)
 	$(Q)EXECD_BIN=$(abspath $(EXECD)) EXECD_SAN=$(SAN) $(PY) -m pytest -q -x --timeout=600 \
-	    test/integration $(PYTEST_ARGS)
+	    test/integration test/e2e $(PYTEST_ARGS)
 
 test: setup services-up
 	$(Q)$(MAKE) --no-print-directory check
