@@ -343,7 +343,8 @@ int main(int argc, char **argv)
     static struct app app;
     char err[1024] = "";
 
-    if (has_flag(argc, argv, "--help") || has_flag(argc, argv, "-h")) {
+    int is_tool = argc > 1 && strcmp(argv[1], "bus-publish") == 0;
+    if (!is_tool && (has_flag(argc, argv, "--help") || has_flag(argc, argv, "-h"))) {
         usage(stdout);
         return 0;
     }

@@ -391,9 +391,10 @@ static int terminal_event(struct monitor *m, struct pstate *st, const cJSON *pod
         char why[256];
         int rc = k8s_pod_log(m->k8s, m->ns, st->name, NULL, 2 * m->output_limit + 8192, &log, &len,
                              why, sizeof(why));
-        if (rc == 0)
-            (void)monitor_split_log(log, len, &out, &err);
-        else
+        if (rc == 0 && !monitor_split_log(log, len, &out, &err))
+            log_warn(MONITOR_ROLE, "pod log is not framed by the entrypoint", "pod=%s bytes=%zu",
+                     st->name, len);
+        else if (rc != 0)
             log_warn(MONITOR_ROLE, "cannot read the pod log", "pod=%s err=\"%s\"", st->name, why);
         free(log);
     }
