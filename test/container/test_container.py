@@ -4,11 +4,14 @@ Every test here runs the image built by scripts/container.sh (podman) — never 
 Replicas of one deployment share a topic prefix and a database and talk only through the
 host's Kafka (and Mongo), exactly as separate pods of a cluster would.
 """
+import collections
 import json
 import os
+import subprocess
+import time
 import uuid
 
-from conftest import (IMAGE, ROOT, groups, http, image_run, mongo, podman, wait_for)
+from conftest import (IMAGE, KAFKA, ROOT, groups, http, image_run, mongo, podman, wait_for)
 
 MAX_IMAGE_BYTES = 200 * 1000 * 1000  # `podman image inspect` .Size, the README's figure
 
@@ -58,9 +61,11 @@ def test_config_by_env_only(image, image_keys):
 
 # ------------------------------------------------------------------ replicas
 
-def start_layout(deployment, image_roles):
+def start_layout(deployment, image_roles, group_env=None):
     """Starts one replica per role group (deploy/compose.yaml's layout); node first, so the
-    worker/monitor replica can be pointed at it."""
+    worker/monitor replica can be pointed at it. group_env: {role: env} adds env to the
+    replica whose group has that role."""
+    group_env = group_env or {}
     layout = groups(image_roles)
     assert len(layout) >= 3, f"need >= 3 role groups, the image has {image_roles}"
     reps = {}
@@ -71,7 +76,11 @@ def start_layout(deployment, image_roles):
             deployment.common_env["EXECD_K8S_TOKEN"] = deployment.node_token
         reps["node"] = node.start(wait=False)
     for i, roles in enumerate(g for g in layout if g != "node"):
-        reps[roles] = deployment.add(f"r{i}-{roles.split(',')[0]}", roles).start(wait=False)
+        env = {}
+        for role in roles.split(","):
+            env.update(group_env.get(role, {}))
+        reps[roles] = deployment.add(f"r{i}-{roles.split(',')[0]}", roles,
+                                     env=env).start(wait=False)
     for r in reps.values():
         r.wait_live()
     return reps
@@ -137,30 +146,6 @@ def test_api_replica_to_store_replica_through_kafka(deployment, image_roles):
              "the store replica to store user_logged_in")
 
 
-def test_replacing_the_store_replica_loses_no_event(deployment, image_roles):
-    """Stop the replica that hosts the event store (and coordinator/saga when they exist),
-    keep the API taking requests, start a fresh replica of the same group: every event
-    published meanwhile is stored, exactly once (same consumer group, committed offsets)."""
-    reps = start_layout(deployment, image_roles)
-    api = api_replica(reps)
-    group = next(roles for roles in reps if "store" in roles.split(","))
-    old = reps[group]
-    before = [register(api)["user_id"] for _ in range(3)]
-    db = mongo(deployment.db)
-    reg = {"event_type": "user_registered"}
-    wait_for(lambda: db.events.count_documents(reg) == 3, 30, 0.2, "3 stored registrations")
-    assert old.stop() == 0, old.logs()
-    during = [register(api)["user_id"] for _ in range(5)]
-    assert db.events.count_documents(reg) == 3, "nothing stores events while the replica is down"
-    new = deployment.add("replacement", group).start()
-    new.wait_ready()
-    wait_for(lambda: db.events.count_documents(reg) == 8, 60, 0.2,
-             "the replacement replica to store the 5 events published while none ran")
-    docs = list(db.events.find(reg, {"event_id": 1, "aggregate_id": 1}))
-    assert len({d["event_id"] for d in docs}) == 8, "every event once"
-    assert {d["aggregate_id"] for d in docs} == set(before + during), docs
-
-
 # ------------------------------------------------------------------ the node replica
 
 def test_node_replica_runs_pods_in_bubblewrap(deployment, image_roles):
@@ -205,103 +190,236 @@ def test_node_replica_runs_pods_in_bubblewrap(deployment, image_roles):
     assert '{"uid": 65534}' in log and "net-closed" in log, log
 
 
-# ------------------------------------------------------------------ executions through replicas
-# POST /api/v1/execute is not in the api role yet; the request enters the pipeline as the api
-# will publish it: an execution_requested event, published with the image's own
-# `execd bus-publish`. From there every hop crosses replicas: coordinator (core) → the
+
+
+# ------------------------------------------------------------------ executions through the API
+# Every execution enters as a client's would: register, log in (Bearer token), POST
+# /api/v1/execute to the api,sse replica, poll GET /api/v1/executions/{id}/result there. Every
+# hop crosses replicas: api → execution_requested → coordinator (core replica) → the
 # execution_tasks topic → worker (k8s replica) → the node replica's Kubernetes API → bubblewrap
-# → monitor → execution_completed → results + projection (core) → Mongo.
+# → monitor → execution_completed → results + projection + store (core) → Mongo → the api.
 
-PIPELINE = ("coordinator", "worker", "monitor", "results", "projection", "node")
-
-
-def request_execution(deployment, script, user="alice"):
-    eid = str(uuid.uuid4())
-    r = image_run("bus-publish", "--type", "execution_requested", "--aggregate", eid,
-                  "--user-id", user, "--script", script,
-                  env={"EXECD_KAFKA_BROKERS": deployment.replicas[0].env()["EXECD_KAFKA_BROKERS"],
-                       "EXECD_TOPIC_PREFIX": deployment.prefix, "EXECD_LOG_LEVEL": "warn"})
-    assert r.returncode == 0, r.stderr.decode(errors="replace")
-    return eid
+PIPELINE = ("api", "coordinator", "saga", "worker", "monitor", "results", "projection", "store",
+            "node")
+TERMINAL = {"completed", "failed", "timeout", "cancelled"}
+TERMINAL_EVENTS = {"execution_completed", "execution_failed", "execution_timeout",
+                   "execution_cancelled"}
+# The API replica takes every request of the test from one address: no per-IP limits.
+API_ENV = {"EXECD_RATE_LIMIT_ENABLED": "false"}
 
 
-def wait_completed(deployment, eids, timeout=90):
-    """Waits until every execution is `completed` in the read model (projection) and its
-    result_stored (results) is in the event store (store); returns {eid: the stored
-    execution_completed event} (the monitor's event, carrying the node's output)."""
-    db = mongo(deployment.db)
+class Client:
+    """A registered, logged-in user of the API replica (Bearer token)."""
 
-    def done():
+    def __init__(self, api):
+        self.api = api
+        user = register(api)
+        self.username = user["username"]
+        r = http("POST", api.url + "/api/v1/auth/login",
+                 {"username": self.username, "password": "password-123"})
+        assert r.status == 200, r.body
+        self.token = r.json()["access_token"]
+        me = self.req("GET", "/api/v1/auth/me")
+        assert me.status == 200, me.body
+        self.user_id = me.json()["user_id"]
+
+    def req(self, method, path, body=None):
+        return http(method, self.api.url + path, body,
+                    headers={"Authorization": f"Bearer {self.token}"})
+
+    def submit(self, script):
+        r = self.req("POST", "/api/v1/execute",
+                     {"script": script, "lang": "python", "lang_version": "3.11"})
+        assert r.status == 200, (r.status, r.body)
+        body = r.json()
+        assert body["status"] == "queued" and body["execution_id"], body
+        return body["execution_id"]
+
+    def result(self, eid):
+        r = self.req("GET", f"/api/v1/executions/{eid}/result")
+        assert r.status == 200, (r.status, r.body)
+        return r.json()
+
+    def wait(self, eids, timeout=90, reps=None):
+        """Polls every result until it is terminal; returns {eid: result}."""
         out = {}
-        for eid in eids:
-            d = db.executions.find_one({"execution_id": eid})
-            if not d or d.get("status") != "completed":
-                return None
-            if db.events.count_documents({"aggregate_id": eid,
-                                          "event_type": "result_stored"}) < 1:
-                return None
-            out[eid] = db.events.find_one({"aggregate_id": eid,
-                                           "event_type": "execution_completed"})
-            if out[eid] is None:
-                return None
+
+        def done():
+            for eid in eids:
+                if eid not in out:
+                    res = self.result(eid)
+                    if res["status"] in TERMINAL:
+                        out[eid] = res
+            return len(out) == len(eids)
+        try:
+            wait_for(done, timeout, 0.2, f"{len(eids)} execution(s) to end")
+        except AssertionError as exc:
+            logs = "".join(f"\n--- {r.name} ({r.roles})\n{r.logs()[-2500:]}"
+                           for r in (reps or {}).values())
+            raise AssertionError(f"{exc}\nended: {len(out)}/{len(eids)}{logs}") from None
         return out
-    return wait_for(done, timeout, 0.3, f"{len(eids)} execution(s) to complete")
+
+
+def topic_events(deployment, topic="execution_events"):
+    """Every event on the deployment's topic, read with kcat from the host."""
+    r = subprocess.run(["kcat", "-b", KAFKA, "-C", "-t", deployment.prefix + topic, "-e", "-q",
+                        "-o", "beginning", "-f", "%s\n"], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    return [json.loads(line) for line in r.stdout.decode().splitlines() if line.strip()]
 
 
 def pipeline_deployment(deployment, image_roles):
     assert set(PIPELINE) <= set(image_roles), f"the image lacks {set(PIPELINE) - set(image_roles)}"
     deployment.common_env.update({"EXECD_USER_MAX_CONCURRENT": "50",
+                                  "EXECD_USER_MAX_PER_MINUTE": "10000",
                                   "EXECD_COORDINATOR_SWEEP_MS": "200"})
-    return start_layout(deployment, image_roles)
-
-
-def test_execution_completes_through_the_replicas(deployment, image_roles):
-    reps = pipeline_deployment(deployment, image_roles)
-    assert len(reps) >= 4, list(reps)
+    reps = start_layout(deployment, image_roles, group_env={"api": API_ENV})
+    assert sorted(reps) == sorted(["api,sse", "coordinator,saga,store,projection,results",
+                                   "worker,monitor", "node"]), list(reps)
     for r in reps.values():
         r.wait_ready()
-    marker = uuid.uuid4().hex
-    eid = request_execution(deployment, f"import os\nprint('{marker}', os.getuid())\n")
-    ev = wait_completed(deployment, [eid])[eid]
-    assert ev["stdout"] == f"{marker} 65534\n" and ev["exit_code"] == 0, ev
-    assert ev["resource_usage"]["peak_memory_kb"] > 0, ev
+    return reps
+
+
+def test_hello_through_the_api_replica(deployment, image_roles):
+    reps = pipeline_deployment(deployment, image_roles)
+    api = api_replica(reps)
+    u = Client(api)
+    eid = u.submit('print("hello")')
+    res = u.wait([eid], reps=reps)[eid]
+    assert res["status"] == "completed", res
+    assert res["stdout"] == "hello\n" and res["exit_code"] == 0 and res["error_type"] is None, res
+    assert res["resource_usage"]["peak_memory_kb"] > 0, res
+
+    # The event store (core replica) has the whole story, served back by the api replica.
+    def stored():
+        r = u.req("GET", f"/api/v1/executions/{eid}/events")
+        assert r.status == 200, r.body
+        evs = [e["event_type"] for e in r.json()]
+        return evs if "result_stored" in evs else None
+    evs = wait_for(stored, 30, 0.2, "result_stored in the event store")
+    assert evs[0] == "execution_requested", evs
+    assert evs.index("execution_scheduled") < evs.index("execution_started") < \
+        evs.index("execution_completed") < evs.index("result_stored"), evs
     db = mongo(deployment.db)
     d = db.executions.find_one({"execution_id": eid})
-    assert d["status_rank"] == 3 and "finished_at" in d and d["user_id"] == "alice", d
-    assert db.events.count_documents({"aggregate_id": eid, "event_type": "result_stored"}) == 1
-    types = {e["event_type"] for e in db.events.find({"aggregate_id": eid})}
-    assert {"execution_requested", "execution_accepted", "pod_created", "execution_completed",
-            "result_stored"} <= types, types
-    # The node ran it: the pod is gone (the monitor deletes finished pods).
+    assert d["user_id"] == u.user_id and d["status"] == "completed", d
+    assert db.execution_results.count_documents({"execution_id": eid}) == 1
+    # The node replica ran it as the sandbox user; the monitor removed the finished pod.
     node = reps["node"]
     pods = http("GET", node.node_url + "/api/v1/namespaces/execd/pods",
                 headers={"Authorization": f"Bearer {deployment.node_token}"}).json()
-    assert all(p["metadata"]["name"] != f"exec-{eid}" for p in pods["items"]), pods
+    assert all(eid not in p["metadata"]["name"] for p in pods["items"]), pods
 
 
-def test_replacing_the_coordinator_replica_loses_no_execution(deployment, image_roles):
-    """Executions requested before, while and after the replica running the coordinator (and
-    saga, when it exists) is down all complete once a new replica of that group starts."""
+def warnings(reps):
+    """The warn/error lines of every replica's log (for a failing assertion's message)."""
+    out = []
+    for r in reps.values():
+        out += [f"{r.name}: {line}" for line in r.logs().splitlines()
+                if ('"level":"warn"' in line or '"level":"error"' in line)
+                and "endSessions" not in line]
+    return "\n".join(out[-40:])
+
+
+def pod_lines(node, eid):
+    """The node replica's info lines about one execution's pod."""
+    r = podman("logs", node.cname, check=False)
+    return "\n".join(line for line in (r.stdout + r.stderr).decode(errors="replace").splitlines()
+                     if eid in line and '"level":"debug"' not in line)
+
+
+def stop_hard(replica, how):
+    """SIGTERM (podman stop; exit 0 expected) or SIGKILL (podman kill; no clean-up at all)."""
+    if how == "sigterm":
+        rc = replica.stop()
+        assert rc == 0, f"{replica.name} exited {rc} on SIGTERM:\n{replica.logs()}"
+        return
+    podman("kill", "-s", "KILL", replica.cname)
+    wait_for(lambda: replica.state()[0] in ("exited", "stopped"), 30, 0.2,
+             f"{replica.name} to die of SIGKILL")
+    replica.exit_code = int(replica.state()[1])
+    assert replica.exit_code == 137, replica.state()
+
+
+def replace_core(how, deployment, image_roles):
+    """Executions submitted through the API before, while and after the replica running
+    coordinator and saga (and store, projection, results) is stopped and replaced by a new
+    one of the same group all complete, each exactly once."""
     reps = pipeline_deployment(deployment, image_roles)
-    group = next(roles for roles in reps if "coordinator" in roles.split(","))
+    group = "coordinator,saga,store,projection,results"
     old = reps[group]
-    old.wait_ready()
-    first = [request_execution(deployment, f"print('a{i}')") for i in range(2)]
-    wait_completed(deployment, first)
-    more = [request_execution(deployment, f"print('b{i}')") for i in range(3)]
-    assert old.stop() == 0, old.logs()
-    during = [request_execution(deployment, f"print('c{i}')") for i in range(3)]
-    new = deployment.add("replacement", group).start()
+    u = Client(api_replica(reps))
+    want = {}
+
+    def submit(tag, n):
+        ids = []
+        for i in range(n):
+            eid = u.submit(f'print("{tag}{i}")')
+            want[eid] = f"{tag}{i}\n"
+            ids.append(eid)
+        return ids
+
+    done_before = submit("a", 3)
+    for eid, res in u.wait(done_before, reps=reps).items():
+        assert (res["status"], res["stdout"]) == ("completed", want[eid]), \
+            f"{res}\n{warnings(reps)}"
+    in_flight = submit("b", 4)            # stopped under these: some queued, some running
+    t0 = time.monotonic()
+    stop_hard(old, how)
+    while_down = submit("c", 4)
+    # Nothing schedules while the group is down: the api accepted them, they stay queued.
+    time.sleep(1.5)
+    assert all(u.result(eid)["status"] == "queued" for eid in while_down), \
+        [u.result(eid)["status"] for eid in while_down]
+    new = deployment.add("replacement", group, env=old.extra_env).start()
     new.wait_ready()
-    evs = wait_completed(deployment, first + more + during, timeout=120)
-    want = {eid: f"{tag}{i}\n" for tag, ids in (("a", first), ("b", more), ("c", during))
-            for i, eid in enumerate(ids)}
-    for eid, ev in evs.items():
-        assert ev["exit_code"] == 0 and ev["stdout"] == want[eid], ev
+    after = submit("d", 3)
+    results = u.wait(list(want), timeout=150, reps={**reps, "replacement": new})
+    print(f"{how}: {len(want)} executions, all ended {time.monotonic() - t0:.1f}s after the stop")
+
     db = mongo(deployment.db)
+    topic = collections.defaultdict(list)
+    for e in topic_events(deployment):
+        topic[e["aggregate_id"]].append(e)
+    for eid, res in results.items():
+        story = [(e["event_type"], e.get("stdout")) for e in topic[eid]]
+        assert res["status"] == "completed", (res, story)
+        assert (res["exit_code"], res["stdout"]) == (0, want[eid]), (
+            f"{res}\nevents: {story}\nread model: "
+            f"{db.executions.find_one({'execution_id': eid})}\nresults: "
+            f"{list(db.execution_results.find({'execution_id': eid}))}\n"
+            f"{warnings({**reps, 'replacement': new})}\nnode: {pod_lines(reps['node'], eid)}")
+
+    def stored_once():
+        return all(db.events.count_documents({"aggregate_id": eid,
+                                              "event_type": "result_stored"}) == 1
+                   for eid in want)
+    wait_for(stored_once, 30, 0.3, "one result_stored per execution in the event store")
     for eid in want:
-        # Ran once although the coordinator changed hands: one pod, one terminal event.
+        # One record in the read model and in the results collection.
+        assert db.executions.count_documents({"execution_id": eid}) == 1, eid
+        assert db.execution_results.count_documents({"execution_id": eid}) == 1, eid
+        # Ran once although the coordinator changed hands: one pod, one terminal event, both on
+        # the topic and in the event store.
+        evs = topic[eid]
+        terms = [e for e in evs if e["event_type"] in TERMINAL_EVENTS]
+        assert [e["event_type"] for e in terms] == ["execution_completed"], \
+            (eid, [e["event_type"] for e in evs])
+        assert db.events.count_documents({"aggregate_id": eid,
+                                          "event_type": "execution_completed"}) == 1, eid
         assert db.events.count_documents({"aggregate_id": eid,
                                           "event_type": "pod_created"}) == 1, eid
         assert db.events.count_documents({"aggregate_id": eid,
-                                          "event_type": "execution_completed"}) == 1, eid
+                                          "event_type": "execution_requested"}) == 1, eid
+    assert set(done_before + in_flight + while_down + after) == set(want)
+
+
+def test_replacing_the_coordinator_saga_replica_sigterm_loses_no_execution(deployment,
+                                                                          image_roles):
+    replace_core("sigterm", deployment, image_roles)
+
+
+def test_replacing_the_coordinator_saga_replica_sigkill_loses_no_execution(deployment,
+                                                                          image_roles):
+    replace_core("sigkill", deployment, image_roles)
