@@ -519,7 +519,12 @@ static int step(struct saga_role *sr, const char *id, const struct event *ev)
                 detail = event_get_str(ev, "message");
             if (!detail)
                 detail = event_get_str(ev, "error");
-            changed = saga_on_event(&r.s, ev->type, detail, now, &sr->t, &fx);
+            /* Deadlines run from when the event happened, not from when this
+             * consumer got to it: a lagging saga must not extend them. */
+            int64_t at = now, us = 0;
+            if (ts_parse_us(ev->timestamp, &us) == 0 && us / 1000 < now)
+                at = us / 1000;
+            changed = saga_on_event(&r.s, ev->type, detail, at, &sr->t, &fx);
         } else {
             changed = saga_on_deadline(&r.s, now, &sr->t, &fx);
             if (changed && sr->m_deadlines)
