@@ -77,6 +77,14 @@ int bus_publish(struct bus *bus, enum topic_id topic, const char *key, const voi
 int bus_publish_event(struct bus *bus, const struct event *ev);
 /* Same, to an explicit topic (e.g. the coordinator's task topic). */
 int bus_publish_event_to(struct bus *bus, enum topic_id topic, const struct event *ev);
+/* Publishes n events with one wait: each is encoded and produced at once (to
+ * topics[i], or to its catalog topic when topics is NULL), then every
+ * delivery report is awaited.  0 when all were delivered, else the first
+ * error (the others may have been delivered: callers must be idempotent,
+ * as with a retried bus_publish_event).  Events to one partition keep their
+ * order (the producer is idempotent). */
+int bus_publish_events(struct bus *bus, const enum topic_id *topics, const struct event *const *evs,
+                       size_t n);
 
 typedef int (*bus_handler_fn)(void *ctx, const struct bus_msg *msg, char *err, size_t errlen);
 /* A batch handler gets up to batch_max messages; when it keeps failing the

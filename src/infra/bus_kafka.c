@@ -398,13 +398,25 @@ static int topic_of_name(const struct bus *bus, const char *full)
     return topic_lookup(full + plen);
 }
 
-/* Produces and waits for the delivery report.  hdrs (may be NULL) is
- * consumed in every case.  topic_idx selects the metrics (-1: none). */
-static int publish_raw(struct bus *bus, int topic_idx, const char *tname, const void *key,
-                       size_t keylen, const void *payload, size_t len, rd_kafka_headers_t *hdrs)
+/* One produced message waiting for its delivery report. */
+struct pending {
+    struct waiter *w;
+    int topic_idx;
+    int64_t t0;
+    int64_t deadline;
+};
+
+/* Produces without waiting; on success p holds the waiter for
+ * publish_wait.  hdrs (may be NULL) is consumed in every case.  topic_idx
+ * selects the metrics (-1: none). */
+static int publish_start(struct bus *bus, int topic_idx, const char *tname, const void *key,
+                         size_t keylen, const void *payload, size_t len, rd_kafka_headers_t *hdrs,
+                         struct pending *p)
 {
-    int64_t t0 = mono_us();
-    int64_t deadline = now_mono_ms() + bus->cfg->kafka_publish_timeout_ms;
+    p->t0 = mono_us();
+    p->deadline = now_mono_ms() + bus->cfg->kafka_publish_timeout_ms;
+    p->topic_idx = topic_idx;
+    p->w = NULL;
     struct metric *failed = topic_idx >= 0 ? bus->failed[topic_idx] : NULL;
     struct waiter *w = waiter_new();
     if (!w) {
@@ -420,7 +432,7 @@ static int publish_raw(struct bus *bus, int topic_idx, const char *tname, const 
             bus->rk, RD_KAFKA_V_TOPIC(tname), RD_KAFKA_V_KEY(unconst(key), keylen),
             RD_KAFKA_V_VALUE(unconst(payload), len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(w), RD_KAFKA_V_END);
-        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || now_mono_ms() >= deadline)
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || now_mono_ms() >= p->deadline)
             break;
         sleep_ms(2); /* the bus-dr thread drains the queue */
     }
@@ -432,19 +444,28 @@ static int publish_raw(struct bus *bus, int topic_idx, const char *tname, const 
         errlog_emit(&bus->elog, BUS_ROLE, e, "cannot publish to kafka", rd_kafka_err2str(e));
         return map_err(e);
     }
+    p->w = w;
+    return 0;
+}
 
+/* Waits for the delivery report of a started publish and drops the waiter. */
+static int publish_wait(struct bus *bus, struct pending *p)
+{
+    struct waiter *w = p->w;
+    struct metric *failed = p->topic_idx >= 0 ? bus->failed[p->topic_idx] : NULL;
     /* message.timeout.ms = the publish timeout, so the report normally comes
      * by then; the grace covers a report that is just late. */
     struct timespec ts;
-    deadline_ts(deadline + 1000, &ts);
+    deadline_ts(p->deadline + 1000, &ts);
     pthread_mutex_lock(&w->mu);
     while (!w->done)
         if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) == ETIMEDOUT)
             break;
     int done = w->done;
-    e = w->err;
+    rd_kafka_resp_err_t e = w->err;
     pthread_mutex_unlock(&w->mu);
     waiter_unref(w, 1);
+    p->w = NULL;
 
     int rc = done ? map_err(e) : -ETIMEDOUT;
     if (rc) {
@@ -454,10 +475,20 @@ static int publish_raw(struct bus *bus, int topic_idx, const char *tname, const 
                     done ? rd_kafka_err2str(e) : "no delivery report within the publish timeout");
         return rc;
     }
-    if (topic_idx >= 0)
-        metric_add(bus->published[topic_idx], 1);
-    metric_observe(bus->latency, (double)(mono_us() - t0) / 1e6);
+    if (p->topic_idx >= 0)
+        metric_add(bus->published[p->topic_idx], 1);
+    metric_observe(bus->latency, (double)(mono_us() - p->t0) / 1e6);
     return 0;
+}
+
+/* Produces and waits for the delivery report.  hdrs (may be NULL) is
+ * consumed in every case.  topic_idx selects the metrics (-1: none). */
+static int publish_raw(struct bus *bus, int topic_idx, const char *tname, const void *key,
+                       size_t keylen, const void *payload, size_t len, rd_kafka_headers_t *hdrs)
+{
+    struct pending p;
+    int rc = publish_start(bus, topic_idx, tname, key, keylen, payload, len, hdrs, &p);
+    return rc ? rc : publish_wait(bus, &p);
 }
 
 static rd_kafka_headers_t *headers_build(const struct bus_header *headers, size_t nheaders)
@@ -489,9 +520,11 @@ int bus_publish(struct bus *bus, enum topic_id topic, const char *key, const voi
     return publish_raw(bus, (int)topic, tname, key, key ? strlen(key) : 0, payload, len, h);
 }
 
-int bus_publish_event_to(struct bus *bus, enum topic_id topic, const struct event *ev)
+/* Encodes ev and produces it to topic without waiting (see publish_start). */
+static int publish_event_start(struct bus *bus, enum topic_id topic, const struct event *ev,
+                               struct pending *p)
 {
-    if (!bus || !ev)
+    if ((int)topic < 0 || topic >= TOPIC_COUNT)
         return -EINVAL;
     char err[256] = "";
     char *json = NULL;
@@ -518,8 +551,59 @@ int bus_publish_event_to(struct bus *bus, enum topic_id topic, const struct even
         {"content-type", "application/json"},
         {"traceparent", traceparent},
     };
-    rc = bus_publish(bus, topic, ev->aggregate_id, json, strlen(json), h, sizeof(h) / sizeof(h[0]));
+    rd_kafka_headers_t *hdrs = headers_build(h, sizeof(h) / sizeof(h[0]));
+    if (!hdrs) {
+        free(json);
+        return -ENOMEM;
+    }
+    char tname[TOPIC_NAME_MAX];
+    bus_topic_name(bus, topic, tname, sizeof(tname));
+    const char *key = ev->aggregate_id;
+    rc = publish_start(bus, (int)topic, tname, key, key ? strlen(key) : 0, json, strlen(json), hdrs,
+                       p);
     free(json);
+    return rc;
+}
+
+int bus_publish_event_to(struct bus *bus, enum topic_id topic, const struct event *ev)
+{
+    if (!bus || !ev)
+        return -EINVAL;
+    struct pending p;
+    int rc = publish_event_start(bus, topic, ev, &p);
+    return rc ? rc : publish_wait(bus, &p);
+}
+
+int bus_publish_events(struct bus *bus, const enum topic_id *topics, const struct event *const *evs,
+                       size_t n)
+{
+    if (!bus || (n && !evs))
+        return -EINVAL;
+    struct pending one[8];
+    struct pending *ps = n <= 8 ? one : calloc(n, sizeof(*ps));
+    if (!ps)
+        return -ENOMEM;
+    int rc = 0;
+    size_t started = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!evs[i]) {
+            rc = -EINVAL;
+            break;
+        }
+        enum topic_id t = topics ? topics[i] : event_topic(evs[i]->type);
+        if ((rc = publish_event_start(bus, t, evs[i], &ps[i])) != 0)
+            break;
+        started = i + 1;
+    }
+    /* Every started publish is waited for, even after a failure, so no
+     * report outlives the call. */
+    for (size_t i = 0; i < started; i++) {
+        int w = publish_wait(bus, &ps[i]);
+        if (w && !rc)
+            rc = w;
+    }
+    if (ps != one)
+        free(ps);
     return rc;
 }
 
