@@ -488,6 +488,22 @@ static int create_once(struct saga_role *sr, const struct event *ev, const char 
     return rc;
 }
 
+/* 1 when the event store already holds a terminal execution event of id
+ * (the store role writes every event; the saga consumer may lag behind it). */
+static int ended_elsewhere(struct saga_role *sr, const char *id)
+{
+    static const char *const terminal[] = {"execution_completed", "execution_failed",
+                                           "execution_timeout", "execution_cancelled"};
+    cJSON *filter = cJSON_CreateObject();
+    cJSON_AddStringToObject(filter, "aggregate_id", id);
+    cJSON_AddItemToObject(cJSON_AddObjectToObject(filter, "event_type"), "$in",
+                          cJSON_CreateStringArray(terminal, 4));
+    int64_t n = 0;
+    int rc = store_count(sr->host->store, "events", filter, &n);
+    cJSON_Delete(filter);
+    return rc == 0 && n > 0;
+}
+
 /* Applies one input to the saga of id under its stripe lock.  ev is the
  * event (NULL for a deadline tick). */
 static int step(struct saga_role *sr, const char *id, const struct event *ev)
@@ -525,6 +541,11 @@ static int step(struct saga_role *sr, const char *id, const struct event *ev)
             if (ts_parse_us(ev->timestamp, &us) == 0 && us / 1000 < now)
                 at = us / 1000;
             changed = saga_on_event(&r.s, ev->type, detail, at, &sr->t, &fx);
+        } else if (ended_elsewhere(sr, id)) {
+            /* The run already ended and this consumer has not caught up
+             * with its terminal event: let the event, not the deadline,
+             * move the saga (no second terminal event, no compensation). */
+            changed = 0;
         } else {
             changed = saga_on_deadline(&r.s, now, &sr->t, &fx);
             if (changed && sr->m_deadlines)
