@@ -892,7 +892,10 @@ static void user_prune(struct user *u, int64_t now, int64_t keep)
         keep = WINDOW_FETCH_MAX;
     if (u->nrecent - first > (size_t)keep)
         first = u->nrecent - (size_t)keep;
-    memmove(u->recent, u->recent + first, (u->nrecent - first) * sizeof(*u->recent));
+    if (first == 0)
+        return;
+    if (u->nrecent > first)
+        memmove(u->recent, u->recent + first, (u->nrecent - first) * sizeof(*u->recent));
     u->nrecent -= first;
 }
 
