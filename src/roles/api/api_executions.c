@@ -247,6 +247,32 @@ static int doc_status(const cJSON *doc)
     return s ? execution_status_lookup(s) : -1;
 }
 
+/* The results role's record of doc's execution while the read model is not
+ * yet terminal (the projection lags), else NULL; caller deletes. */
+static cJSON *load_overlay(struct api *api, const cJSON *doc)
+{
+    int st = doc_status(doc);
+    if (st >= 0 && execution_status_terminal((enum execution_status)st))
+        return NULL;
+    cJSON *res = NULL;
+    cJSON *filter = cJSON_CreateObject();
+    cJSON_AddStringToObject(filter, "_id", str_of(doc, "execution_id"));
+    if (store_find_one(api->host->store, EXECUTION_RESULTS, filter, NULL, &res) != 0)
+        res = NULL;
+    cJSON_Delete(filter);
+    return res;
+}
+
+/* The status a client sees: the read model's, or the result's when it is
+ * already recorded and the read model lags. */
+static int effective_status(struct api *api, const cJSON *doc)
+{
+    cJSON *res = load_overlay(api, doc);
+    int st = res && str_of(res, "status") ? execution_status_lookup(str_of(res, "status")) : -1;
+    cJSON_Delete(res);
+    return st >= 0 ? st : doc_status(doc);
+}
+
 /* ---- submit ---- */
 
 static cJSON *runtime_command(const struct runtime *rt, const struct runtime_version *ver)
@@ -487,15 +513,7 @@ static void on_result(struct http_req *req, void *ctx)
         return;
     cJSON *doc = NULL;
     if (load_execution(api, req, &user, true, &doc) == 0) {
-        cJSON *res = NULL;
-        int st = doc_status(doc);
-        if (st < 0 || !execution_status_terminal((enum execution_status)st)) {
-            cJSON *filter = cJSON_CreateObject();
-            cJSON_AddStringToObject(filter, "_id", str_of(doc, "execution_id"));
-            if (store_find_one(api->host->store, EXECUTION_RESULTS, filter, NULL, &res) != 0)
-                res = NULL;
-            cJSON_Delete(filter);
-        }
+        cJSON *res = load_overlay(api, doc);
         cJSON *o = result_json(doc, res);
         http_respond_json(req, 200, o);
         cJSON_Delete(o);
@@ -737,7 +755,7 @@ static void on_cancel(struct http_req *req, void *ctx)
     if (load_execution(api, req, &user, true, &doc) != 0)
         goto done;
     const char *id = str_of(doc, "execution_id");
-    int st = doc_status(doc);
+    int st = effective_status(api, doc);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "execution_id", id);
     if (st == EXEC_CANCELLED) {
@@ -792,7 +810,7 @@ static void on_retry(struct http_req *req, void *ctx)
     cJSON *doc = NULL;
     if (load_execution(api, req, &user, true, &doc) != 0)
         goto done;
-    int st = doc_status(doc);
+    int st = effective_status(api, doc);
     if (st < 0 || !execution_status_terminal((enum execution_status)st)) {
         char msg[128];
         snprintf(msg, sizeof(msg), "Cannot retry an execution in status '%s'",
