@@ -279,6 +279,66 @@ def test_client_connected_before_the_run_sees_it_live_and_the_stream_closes(sse)
     s.close()
 
 
+def test_live_frame_waits_for_the_history_before_it(tmp_path):
+    """A replica whose consumer missed the first events of a run (it joined,
+    or rebalanced, after they were published) and whose event store lags
+    still streams them in log order: the first unseen live frame waits for
+    the store to hold it and goes out after the history before it."""
+    e = Execd(tmp_path, roles="api,sse", env={**ENV, "EXECD_SSE_THREADS": "1"},
+              name="sse-gap")
+    e.start()
+    try:
+        wait_for(lambda: re.search(r"partitions assigned.*group=\S*execd-sse-", e.log()), 30,
+                 interval=0.1, what="the sse consumer's partitions")
+        u = User(e)
+        eid = str(uuid.uuid4())
+        db = mongo(e.db)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        db.executions.insert_one({"_id": eid, "execution_id": eid, "user_id": u.user_id,
+                                  "status": "queued", "lang": "python", "lang_version": "3.11",
+                                  "created_at": now, "updated_at": now})
+
+        def ev(etype, ms, **data):
+            ts = (now + datetime.timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            return {"event_id": str(uuid.uuid4()), "event_type": etype, "event_version": 1,
+                    "timestamp": ts, "aggregate_id": eid, "correlation_id": eid,
+                    "causation_id": None,
+                    "metadata": {"service": "test", "service_version": "1",
+                                 "user_id": u.user_id, "trace_id": "0" * 32},
+                    "execution_id": eid, **data}
+        # Published before this replica's consumer had its partitions: only
+        # the event store will ever have it.
+        requested = ev("execution_requested", 0)
+        started = ev("saga_started", 1, saga_id=str(uuid.uuid4()))
+        cancelled = ev("execution_cancelled", 2, reason="test")
+
+        def stored(*evs):
+            db.events.insert_many([{**x, "offset": i} for i, x in enumerate(evs)])
+
+        def publish(x):
+            kcat("-P", "-t", e.prefix + "execution_events", "-k", eid,
+                 input=(json.dumps(x) + "\n").encode())
+
+        s = stream(e, eid, u)
+        s.read_until(lambda s: s.frames, 10, "the status frame")
+        publish(started)
+        # The store lags: neither event is stored yet, so nothing is sent.
+        t_end = time.monotonic() + 1.0
+        while time.monotonic() < t_end:
+            s.read_some(0.2)
+        assert event_frames(s) == [], s.frames
+        stored(requested, started)
+        s.read_until(lambda s: len(event_frames(s)) >= 2, 10, "the two frames")
+        publish(cancelled)
+        db.events.insert_one({**cancelled, "offset": 2})
+        s.read_to_end(15)
+        check_frames(s, eid)
+        assert [f["data"]["event_type"] for f in event_frames(s)] == \
+            ["execution_requested", "saga_started", "execution_cancelled"]
+    finally:
+        assert e.stop() == 0, e.log()[-3000:]
+
+
 def finished_run(sse):
     u = User(sse)
     eid = u.submit('print("hello")')

@@ -48,6 +48,8 @@
 #define TERMINAL_GRACE_MS 5000
 #define REREAD_MS 1000
 #define LIVE_REREADS 3
+#define GAP_WAIT_MS 3000
+#define GAP_POLL_MS 50
 
 struct caller {
     char user_id[SSE_KEY_MAX];
@@ -353,9 +355,11 @@ static const char *event_status(const cJSON *ev, char *buf, size_t len)
 }
 
 /* Reads the event store and sends what was not sent yet, after last_id
- * when it is among the events.  -EPIPE when the client is gone, -EIO when
- * the store cannot be read. */
-static int send_history(struct stream *st, const char *last_id)
+ * when it is among the events.  With need_id, sends nothing and returns
+ * -EAGAIN unless that event is stored already (the store writes a partition
+ * in order, so everything before it is then stored too).  -EPIPE when the
+ * client is gone, -EIO when the store cannot be read. */
+static int send_history(struct stream *st, const char *last_id, const char *need_id)
 {
     cJSON *filter = cJSON_CreateObject();
     cJSON_AddStringToObject(filter, "aggregate_id", st->id);
@@ -376,6 +380,22 @@ static int send_history(struct stream *st, const char *last_id)
         log_warn(SSE_ROLE, "cannot read the event history", "execution_id=\"%s\" err=%d", st->id,
                  rc);
         return -EIO;
+    }
+    if (need_id) {
+        bool found = false;
+        const cJSON *n;
+        cJSON_ArrayForEach(n, events)
+        {
+            const char *eid = str_of(n, "event_id");
+            if (eid && strcmp(eid, need_id) == 0) {
+                found = true;
+                break;
+            }
+        }
+        if (!found) {
+            cJSON_Delete(events);
+            return -EAGAIN;
+        }
     }
     bool skipping = false;
     if (last_id && last_id[0]) {
@@ -417,6 +437,26 @@ static int send_history(struct stream *st, const char *last_id)
     }
     cJSON_Delete(events);
     return rc;
+}
+
+/* Before a live frame that is not in the history sent so far: waits (up to
+ * GAP_WAIT_MS) for the event store to hold it, then sends the history up to
+ * and including it, so the frames that precede it on the log come first even
+ * when this replica's consumer joined after they were published.  When the
+ * store does not catch up in time the live frame goes out anyway. */
+static int fill_gap(struct stream *st, const char *last_id, const char *event_id)
+{
+    int64_t until = now_mono_ms() + GAP_WAIT_MS;
+    for (;;) {
+        int rc = send_history(st, last_id, event_id);
+        if (rc == -EIO)
+            return 0;
+        if (rc != -EAGAIN)
+            return rc;
+        if (now_mono_ms() >= until || sse_stopping(st->s))
+            return 0;
+        sleep_ms(GAP_POLL_MS);
+    }
 }
 
 static int send_ping(struct http_req *req)
@@ -490,7 +530,7 @@ static void on_execution_stream(struct http_req *req, void *ctx)
     rc = write_frame(s, req, NULL, NULL, first);
     cJSON_Delete(first);
     if (rc == 0)
-        rc = send_history(&st, last_id);
+        rc = send_history(&st, last_id, NULL);
     if (rc == -EIO)
         rc = 0; /* live frames still flow; a terminal run re-reads below */
 
@@ -516,7 +556,7 @@ static void on_execution_stream(struct http_req *req, void *ctx)
                 break;
             }
             if (now >= next_reread) {
-                if ((rc = send_history(&st, NULL)) == -EIO)
+                if ((rc = send_history(&st, NULL, NULL)) == -EIO)
                     rc = 0;
                 next_reread = now + REREAD_MS;
                 continue;
@@ -549,8 +589,7 @@ static void on_execution_stream(struct http_req *req, void *ctx)
             if (!seen_has(&st.seen, it->event_id) &&
                 (live_rereads < LIVE_REREADS || closes_stream(it->type))) {
                 live_rereads++;
-                if ((rc = send_history(&st, last_id)) == -EIO)
-                    rc = 0;
+                rc = fill_gap(&st, last_id, it->event_id);
             }
             if (rc == 0)
                 rc = send_event(&st, it->event_id, it->type, it->timestamp, it->status);
