@@ -291,33 +291,49 @@ def test_live_frame_waits_for_the_history_before_it(tmp_path):
         wait_for(lambda: re.search(r"partitions assigned.*group=\S*execd-sse-", e.log()), 30,
                  interval=0.1, what="the sse consumer's partitions")
         u = User(e)
-        eid = str(uuid.uuid4())
         db = mongo(e.db)
         now = datetime.datetime.now(datetime.timezone.utc)
-        db.executions.insert_one({"_id": eid, "execution_id": eid, "user_id": u.user_id,
-                                  "status": "queued", "lang": "python", "lang_version": "3.11",
-                                  "created_at": now, "updated_at": now})
+        eid, probe_id = str(uuid.uuid4()), str(uuid.uuid4())
+        for x in (eid, probe_id):
+            db.executions.insert_one({"_id": x, "execution_id": x, "user_id": u.user_id,
+                                      "status": "queued", "lang": "python",
+                                      "lang_version": "3.11", "created_at": now,
+                                      "updated_at": now})
 
-        def ev(etype, ms, **data):
+        def ev(etype, ms, agg=eid, **data):
             ts = (now + datetime.timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             return {"event_id": str(uuid.uuid4()), "event_type": etype, "event_version": 1,
-                    "timestamp": ts, "aggregate_id": eid, "correlation_id": eid,
+                    "timestamp": ts, "aggregate_id": agg, "correlation_id": agg,
                     "causation_id": None,
                     "metadata": {"service": "test", "service_version": "1",
                                  "user_id": u.user_id, "trace_id": "0" * 32},
-                    "execution_id": eid, **data}
-        # Published before this replica's consumer had its partitions: only
-        # the event store will ever have it.
-        requested = ev("execution_requested", 0)
-        started = ev("saga_started", 1, saga_id=str(uuid.uuid4()))
-        cancelled = ev("execution_cancelled", 2, reason="test")
+                    "execution_id": agg, **data}
 
         def stored(*evs):
             db.events.insert_many([{**x, "offset": i} for i, x in enumerate(evs)])
 
         def publish(x):
+            # Keyed by eid: every event of this test lands on eid's partition.
             kcat("-P", "-t", e.prefix + "execution_events", "-k", eid,
                  input=(json.dumps(x) + "\n").encode())
+
+        # The consumer starts at the partition's latest offset, which it
+        # looks up after the assignment: a probe on the same partition,
+        # published until its stream gets it live, proves it is reading.
+        probe = ev("execution_cancelled", 0, agg=probe_id, reason="probe")
+        ps = stream(e, probe_id, u)
+        ps.read_until(lambda s: s.frames, 10, "the probe's status frame")
+
+        def probe_seen():
+            publish(probe)  # same event_id each time: streamed once
+            ps.read_some(1.0)
+            return ps.ended
+        wait_for(probe_seen, 30, interval=0, what="the probe to be streamed live")
+        # Published before this replica's consumer had its partitions: only
+        # the event store will ever have it.
+        requested = ev("execution_requested", 0)
+        started = ev("saga_started", 1, saga_id=str(uuid.uuid4()))
+        cancelled = ev("execution_cancelled", 2, reason="test")
 
         s = stream(e, eid, u)
         s.read_until(lambda s: s.frames, 10, "the status frame")
