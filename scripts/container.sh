@@ -2,7 +2,8 @@
 # The execd container image, built with podman on this machine (no registry, no Docker engine).
 #
 #   scripts/container.sh build   deps + base + `podman build` of execd:dev (layer-cached)
-#   scripts/container.sh deps    apt-get podman, runc, debootstrap when missing
+#   scripts/container.sh deps    apt-get podman, runc, debootstrap, fuse-overlayfs,
+#                                slirp4netns, uidmap (podman's Recommends) when missing
 #   scripts/container.sh base    the Debian base images, made once with debootstrap
 #   scripts/container.sh size    print the image size in bytes (podman image inspect)
 #   scripts/container.sh podman ARGS...   run podman with the flags that work here
@@ -41,12 +42,12 @@ need_root() {
 
 step_deps() {
     local missing=() p st
-    for p in podman runc debootstrap; do
+    for p in podman runc debootstrap fuse-overlayfs slirp4netns uidmap; do
         st="$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)"
         [ "$st" = installed ] || missing+=("$p")
     done
     if [ "${#missing[@]}" -eq 0 ]; then
-        log "deps: podman, runc, debootstrap present"
+        log "deps: podman, runc, debootstrap, fuse-overlayfs, slirp4netns, uidmap present"
         return 0
     fi
     local sudo=()
