@@ -6,6 +6,8 @@
  *                                 sandbox runs at once (default 2), C HTTP
  *                                 clients (default 4 = 2 per slot, keeps it full)
  *   BENCH_POLL_MS=n               result poll interval (default 10 ms)
+ *   TEST_MONGO=host:port          the MongoDB/FerretDB to use (default 127.0.0.1:27017)
+ *   EXECD_*=...                   passed to execd, over the bench's own settings
  *   EXECD_BIN=path                the execd binary (default build/execd)
  *
  * Starts `execd` with every role on free ports, its own topic prefix and
@@ -33,6 +35,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,7 +291,8 @@ static void start_execd(const char *bin, int slots, const char *prefix, const ch
     snprintf(node, sizeof(node), "EXECD_NODE_LISTEN=127.0.0.1:%d", free_port());
     snprintf(slots_s, sizeof(slots_s), "EXECD_NODE_SLOTS=%d", slots);
     snprintf(cap, sizeof(cap), "EXECD_MAX_CONCURRENT=%d", slots);
-    snprintf(uri, sizeof(uri), "EXECD_MONGO_URI=mongodb://127.0.0.1:27017/execd_%s", prefix);
+    const char *mongo = getenv("TEST_MONGO") ? getenv("TEST_MONGO") : "127.0.0.1:27017";
+    snprintf(uri, sizeof(uri), "EXECD_MONGO_URI=mongodb://%s/execd_%s", mongo, prefix);
     snprintf(pfx, sizeof(pfx), "EXECD_TOPIC_PREFIX=%s-", prefix);
     snprintf(st, sizeof(st), "EXECD_NODE_STATE_DIR=%s", state);
     const char *const env[] = {"EXECD_ROLES=all", listen, node, slots_s, cap, uri, pfx, st,
@@ -296,9 +300,24 @@ static void start_execd(const char *bin, int slots, const char *prefix, const ch
                                "EXECD_USER_MAX_CONCURRENT=100000",
                                "EXECD_USER_MAX_PER_MINUTE=1000000", "EXECD_BCRYPT_COST=4",
                                "EXECD_LOG_LEVEL=warn", "PATH=/usr/local/bin:/usr/bin:/bin", NULL};
-    char *envp[sizeof(env) / sizeof(env[0])];
-    for (size_t i = 0; i < sizeof(env) / sizeof(env[0]); i++)
-        envp[i] = env[i] ? strdup(env[i]) : NULL;
+    /* EXECD_* settings of the bench's own environment win over these. */
+    extern char **environ;
+    size_t nenv = 0, n = 0;
+    while (environ[nenv])
+        nenv++;
+    char **envp = calloc(nenv + sizeof(env) / sizeof(env[0]) + 1, sizeof(char *));
+    for (size_t i = 0; i < nenv; i++)
+        if (strncmp(environ[i], "EXECD_", 6) == 0 && strncmp(environ[i], "EXECD_BIN=", 10) != 0)
+            envp[n++] = strdup(environ[i]);
+    size_t inherited = n;
+    for (size_t i = 0; env[i]; i++) {
+        size_t klen = strcspn(env[i], "=") + 1;
+        bool set = false;
+        for (size_t j = 0; j < inherited && !set; j++)
+            set = strncmp(envp[j], env[i], klen) == 0;
+        if (!set)
+            envp[n++] = strdup(env[i]);
+    }
     execd_pid = fork();
     if (execd_pid == 0) {
         char *argv[] = {strdup(bin), NULL};
