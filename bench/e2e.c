@@ -102,8 +102,7 @@ static int request(const char *method, const char *path, const char *ctype, cons
                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\n"
                      "%s%s%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
                      method, path, ctype ? ctype : "application/json",
-                     token[0] ? "Authorization: Bearer " : "", token, token[0] ? "\r\n" : "",
-                     blen);
+                     token[0] ? "Authorization: Bearer " : "", token, token[0] ? "\r\n" : "", blen);
     if (n < 0 || (size_t)n >= sizeof(head) || write(fd, head, (size_t)n) != n ||
         (blen && write(fd, body, blen) != (ssize_t)blen)) {
         close(fd);
@@ -191,19 +190,83 @@ static char *direct_argv[96];
  * interpreter the runtimes table names and the pod's script mounted at /scripts. */
 static void build_direct_argv(void)
 {
-    const char *const args[] = {
-        "/usr/bin/bwrap", "--unshare-all", "--unshare-user", "--disable-userns",
-        "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--uid", "65534", "--gid",
-        "65534", "--hostname", "bench", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib",
-        "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin", "--symlink",
-        "usr/sbin", "/sbin", "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size",
-        "67108864", "--tmpfs", "/dev/shm", "--dir", "/etc", "--ro-bind-try", "/etc/ld.so.cache",
-        "/etc/ld.so.cache", "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
-        "--ro-bind-try", "/etc/localtime", "/etc/localtime", "--perms", "1777", "--size",
-        "67108864", "--tmpfs", "/tmp", "--ro-bind", script_dir, "/scripts", "--remount-ro",
-        "/dev", "--remount-ro", "/", "--chdir", "/scripts", "--clearenv", "--setenv", "PATH",
-        "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--", "/usr/bin/python3",
-        "-u", "main.py", NULL};
+    const char *const args[] = {"/usr/bin/bwrap",
+                                "--unshare-all",
+                                "--unshare-user",
+                                "--disable-userns",
+                                "--die-with-parent",
+                                "--new-session",
+                                "--cap-drop",
+                                "ALL",
+                                "--uid",
+                                "65534",
+                                "--gid",
+                                "65534",
+                                "--hostname",
+                                "bench",
+                                "--ro-bind",
+                                "/usr",
+                                "/usr",
+                                "--symlink",
+                                "usr/lib",
+                                "/lib",
+                                "--symlink",
+                                "usr/lib64",
+                                "/lib64",
+                                "--symlink",
+                                "usr/bin",
+                                "/bin",
+                                "--symlink",
+                                "usr/sbin",
+                                "/sbin",
+                                "--proc",
+                                "/proc",
+                                "--dev",
+                                "/dev",
+                                "--perms",
+                                "1777",
+                                "--size",
+                                "67108864",
+                                "--tmpfs",
+                                "/dev/shm",
+                                "--dir",
+                                "/etc",
+                                "--ro-bind-try",
+                                "/etc/ld.so.cache",
+                                "/etc/ld.so.cache",
+                                "--ro-bind-try",
+                                "/etc/alternatives",
+                                "/etc/alternatives",
+                                "--ro-bind-try",
+                                "/etc/localtime",
+                                "/etc/localtime",
+                                "--perms",
+                                "1777",
+                                "--size",
+                                "67108864",
+                                "--tmpfs",
+                                "/tmp",
+                                "--ro-bind",
+                                script_dir,
+                                "/scripts",
+                                "--remount-ro",
+                                "/dev",
+                                "--remount-ro",
+                                "/",
+                                "--chdir",
+                                "/scripts",
+                                "--clearenv",
+                                "--setenv",
+                                "PATH",
+                                "/usr/local/bin:/usr/bin:/bin",
+                                "--setenv",
+                                "HOME",
+                                "/tmp",
+                                "--",
+                                "/usr/bin/python3",
+                                "-u",
+                                "main.py",
+                                NULL};
     for (int i = 0; args[i]; i++)
         direct_argv[i] = strdup(args[i]);
 }
@@ -295,11 +358,21 @@ static void start_execd(const char *bin, int slots, const char *prefix, const ch
     snprintf(uri, sizeof(uri), "EXECD_MONGO_URI=mongodb://%s/execd_%s", mongo, prefix);
     snprintf(pfx, sizeof(pfx), "EXECD_TOPIC_PREFIX=%s-", prefix);
     snprintf(st, sizeof(st), "EXECD_NODE_STATE_DIR=%s", state);
-    const char *const env[] = {"EXECD_ROLES=all", listen, node, slots_s, cap, uri, pfx, st,
+    const char *const env[] = {"EXECD_ROLES=all",
+                               listen,
+                               node,
+                               slots_s,
+                               cap,
+                               uri,
+                               pfx,
+                               st,
                                "EXECD_RATE_LIMIT_ENABLED=false",
                                "EXECD_USER_MAX_CONCURRENT=100000",
-                               "EXECD_USER_MAX_PER_MINUTE=1000000", "EXECD_BCRYPT_COST=4",
-                               "EXECD_LOG_LEVEL=warn", "PATH=/usr/local/bin:/usr/bin:/bin", NULL};
+                               "EXECD_USER_MAX_PER_MINUTE=1000000",
+                               "EXECD_BCRYPT_COST=4",
+                               "EXECD_LOG_LEVEL=warn",
+                               "PATH=/usr/local/bin:/usr/bin:/bin",
+                               NULL};
     /* EXECD_* settings of the bench's own environment win over these. */
     extern char **environ;
     size_t nenv = 0, n = 0;
@@ -497,8 +570,8 @@ int main(int argc, char **argv)
     double rate = n / wall, bare_rate = n / bare_wall;
     double e50 = pct_ms(e2e, n, 0.5), e99 = pct_ms(e2e, n, 0.99);
     double b50 = pct_ms(bare, n, 0.5), b99 = pct_ms(bare, n, 0.99);
-    printf("e2e: %d hello executions, %d node slots (= EXECD_MAX_CONCURRENT), %d HTTP clients\n",
-           n, slots, clients);
+    printf("e2e: %d hello executions, %d node slots (= EXECD_MAX_CONCURRENT), %d HTTP clients\n", n,
+           slots, clients);
     printf("pipeline  %8.1f executions/s  (%.2f s, %d failed)  submit->result p50 %.1f ms  "
            "p99 %.1f ms\n",
            rate, wall, pipe_fail, e50, e99);

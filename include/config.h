@@ -34,8 +34,8 @@
       "Main HTTP server address (API, SSE, health, metrics)")                                      \
     X(http_threads, "EXECD_HTTP_THREADS", INT, "64", 4, 4096, 0,                                   \
       "HTTP worker threads (one per open connection)")                                             \
-    X(http_body_limit_bytes, "EXECD_HTTP_BODY_LIMIT_BYTES", INT, "10485760", 1024,                 \
-      1073741824, 0, "Largest request body accepted (413 beyond)")                                 \
+    X(http_body_limit_bytes, "EXECD_HTTP_BODY_LIMIT_BYTES", INT, "10485760", 1024, 1073741824, 0,  \
+      "Largest request body accepted (413 beyond)")                                                \
     X(http_request_timeout_ms, "EXECD_HTTP_REQUEST_TIMEOUT_MS", INT, "30000", 100, 3600000, 0,     \
       "Bound on each HTTP read or write")                                                          \
     X(kafka_brokers, "EXECD_KAFKA_BROKERS", STR, "127.0.0.1:9092", 1, 1024, 0,                     \
@@ -80,15 +80,14 @@
       "Directory for pod state, ConfigMaps and logs of the node role")                             \
     X(node_log_limit_bytes, "EXECD_NODE_LOG_LIMIT_BYTES", INT, "2097152", 1024, 1073741824, 0,     \
       "Cap on a pod's stored log")                                                                 \
-    X(node_pids_max, "EXECD_NODE_PIDS_MAX", INT, "64", 4, 100000, 0,                               \
-      "Process limit per pod")                                                                     \
+    X(node_pids_max, "EXECD_NODE_PIDS_MAX", INT, "64", 4, 100000, 0, "Process limit per pod")      \
     X(node_watch_history, "EXECD_NODE_WATCH_HISTORY", INT, "1000", 10, 1000000, 0,                 \
-      "Watch events kept for resumption; older resourceVersions get 410 Gone")                 \
+      "Watch events kept for resumption; older resourceVersions get 410 Gone")                     \
     /* api role: accounts, sessions, CSRF, rate limits, CORS (src/roles/api) */                    \
     X(secret_key, "EXECD_SECRET_KEY", STR, "execd-dev-secret-key-change-me-0123456789", 32, 512,   \
       CFG_SECRET,                                                                                  \
       "HMAC-SHA256 key signing session JWTs (HS256) and CSRF tokens; at least 32 bytes. The "      \
-      "default is a public development key and the api logs a warning while it is in use")        \
+      "default is a public development key and the api logs a warning while it is in use")         \
     X(bcrypt_cost, "EXECD_BCRYPT_COST", INT, "12", 4, 15, 0,                                       \
       "bcrypt cost (log2 of the rounds) of new password hashes ($2b$ through crypt(3)); 12 costs " \
       "roughly 0.2-0.4 s of one core per hash or login, each step up doubles it")                  \
@@ -103,7 +102,7 @@
       "are forgotten, a successful login forgets them at once")                                    \
     X(rate_limit_enabled, "EXECD_RATE_LIMIT_ENABLED", BOOL, "true", 0, 1, 0,                       \
       "Per-client-IP rate limiting of /api/v1 with X-RateLimit-* headers and 429; false turns it " \
-      "off (no headers, no 429). Counters live in each process's memory")                         \
+      "off (no headers, no 429). Counters live in each process's memory")                          \
     X(rate_limit_rules, "EXECD_RATE_LIMIT_RULES", STR,                                             \
       "^/api/v1/execute=10,^/api/v1/auth/.*=20,^/api/v1/admin/.*=100,^/api/v1/events/.*=5,"        \
       "^/api/v1/.*=60",                                                                            \
@@ -127,11 +126,11 @@
       "Email of the bootstrap admin (empty = <username>@execd.local)")                             \
     X(api_threads, "EXECD_API_THREADS", INT, "4", 1, 256, 0,                                       \
       "Threads of the api role's pool, which runs every bcrypt hash and check (bounds the CPU "    \
-      "spent on logins; a full queue answers 503)")                                          \
-    /* pipeline: coordinator, results, projection (src/roles/{coordinator,results,projection}) */ \
+      "spent on logins; a full queue answers 503)")                                                \
+    /* pipeline: coordinator, results, projection (src/roles/{coordinator,results,projection}) */  \
     X(max_concurrent, "EXECD_MAX_CONCURRENT", INT, "10", 1, 100000, 0,                             \
       "Global cap on scheduled and running executions, exact across coordinator replicas "         \
-      "(one capacity slot document per execution in resource_allocations, unique _id and holder)")\
+      "(one capacity slot document per execution in resource_allocations, unique _id and holder)") \
     X(user_max_concurrent, "EXECD_USER_MAX_CONCURRENT", INT, "5", 1, 100000, 0,                    \
       "Admitted, not yet ended executions (queued or running) one user may have; beyond it the "   \
       "request ends failed/rate_limited")                                                          \
@@ -154,19 +153,19 @@
       "Consumers of the results role (group execd-results)")                                       \
     X(projection_threads, "EXECD_PROJECTION_THREADS", INT, "1", 1, 64, 0,                          \
       "Consumers of the projection role (group execd-projection)")                                 \
-    /* sse: live streams (src/roles/sse); each open stream holds one EXECD_HTTP_THREADS thread */ \
+    /* sse: live streams (src/roles/sse); each open stream holds one EXECD_HTTP_THREADS thread */  \
     X(sse_max_streams, "EXECD_SSE_MAX_STREAMS", INT, "1000", 1, 100000, 0,                         \
-      "Open SSE streams per process, past it 503; also capped at EXECD_HTTP_THREADS - 16")              \
+      "Open SSE streams per process, past it 503; also capped at EXECD_HTTP_THREADS - 16")         \
     X(sse_heartbeat_ms, "EXECD_SSE_HEARTBEAT_MS", INT, "15000", 10, 3600000, 0,                    \
       "Interval of the ': ping' comment on every open SSE stream")                                 \
     X(sse_queue_max, "EXECD_SSE_QUEUE_MAX", INT, "256", 1, 1000000, 0,                             \
       "Frames queued per SSE subscriber; a subscriber that falls this far behind is dropped")      \
     X(sse_threads, "EXECD_SSE_THREADS", INT, "1", 1, 16, 0,                                        \
       "Consumers of the sse role (one group per process, unique id, latest offsets)")              \
-    /* executor: worker and monitor (src/roles/{worker,monitor}, src/infra/k8s_client.c) */     \
+    /* executor: worker and monitor (src/roles/{worker,monitor}, src/infra/k8s_client.c) */        \
     X(k8s_api, "EXECD_K8S_API", STR, "", 0, 500, 0,                                                \
       "Kubernetes API of worker and monitor: an http(s) base URL, 'in-cluster' (service account) " \
-      "or 'kubeconfig' ($KUBECONFIG or ~/.kube/config); empty = the embedded node at "            \
+      "or 'kubeconfig' ($KUBECONFIG or ~/.kube/config); empty = the embedded node at "             \
       "http://EXECD_NODE_LISTEN (http://127.0.0.1:8081 by default)")                               \
     X(k8s_token, "EXECD_K8S_TOKEN", STR, "", 0, 4096, CFG_SECRET,                                  \
       "Bearer token for EXECD_K8S_API (overrides the service account and kubeconfig credentials)") \
@@ -179,8 +178,9 @@
     X(monitor_threads, "EXECD_MONITOR_THREADS", INT, "4", 1, 64, 0,                                \
       "Threads of the monitor role handling pod transitions (one execution stays on one thread)")  \
     X(output_limit_bytes, "EXECD_OUTPUT_LIMIT_BYTES", INT, "524288", 1024, 838860, 0,              \
-      "Cap on stdout and on stderr of one execution (each); beyond it the *_truncated flag is set") \
-    /* api: resources of an execution's pod, sent in execution_requested (api_executions.c) */   \
+      "Cap on stdout and on stderr of one execution (each); beyond it the *_truncated flag is "    \
+      "set")                                                                                       \
+    /* api: resources of an execution's pod, sent in execution_requested (api_executions.c) */     \
     X(pod_cpu_limit, "EXECD_POD_CPU_LIMIT", STR, "1000m", 1, 32, 0,                                \
       "CPU limit of an execution pod (Kubernetes quantity; /k8s-limits shows it)")                 \
     X(pod_memory_limit, "EXECD_POD_MEMORY_LIMIT", STR, "128Mi", 1, 32, 0,                          \
@@ -188,19 +188,19 @@
     X(pod_cpu_request, "EXECD_POD_CPU_REQUEST", STR, "100m", 1, 32, 0,                             \
       "CPU request of an execution pod (Kubernetes quantity)")                                     \
     X(pod_memory_request, "EXECD_POD_MEMORY_REQUEST", STR, "64Mi", 1, 32, 0,                       \
-      "Memory request of an execution pod (Kubernetes quantity)")                                 \
-    /* saga role: one saga per execution, deadlines, compensations (src/roles/saga) */          \
+      "Memory request of an execution pod (Kubernetes quantity)")                                  \
+    /* saga role: one saga per execution, deadlines, compensations (src/roles/saga) */             \
     X(saga_threads, "EXECD_SAGA_THREADS", INT, "3", 1, 64, 0,                                      \
       "Consumers of the saga role on execution_events (group execd-saga)")                         \
-    X(saga_provision_timeout_seconds, "EXECD_SAGA_PROVISION_TIMEOUT_SECONDS", INT, "30", 1,       \
-      3600, 0,                                                                                     \
+    X(saga_provision_timeout_seconds, "EXECD_SAGA_PROVISION_TIMEOUT_SECONDS", INT, "30", 1, 3600,  \
+      0,                                                                                           \
       "How long a scheduled execution may wait for its pod (pod_created) before the saga "         \
       "deletes the pod, releases the capacity and ends it failed/system_error")                    \
     X(saga_grace_seconds, "EXECD_SAGA_GRACE_SECONDS", INT, "15", 1, 3600, 0,                       \
       "Slack past an execution's timeout_seconds before the saga gives up on a terminal event "    \
       "(the pod's activeDeadlineSeconds is timeout + 5)")                                          \
-    X(saga_finalize_timeout_seconds, "EXECD_SAGA_FINALIZE_TIMEOUT_SECONDS", INT, "30", 1, 3600,   \
-      0, "How long the saga waits for result_stored after the execution ended")
+    X(saga_finalize_timeout_seconds, "EXECD_SAGA_FINALIZE_TIMEOUT_SECONDS", INT, "30", 1, 3600, 0, \
+      "How long the saga waits for result_stored after the execution ended")
 
 #define CFG_CTYPE_STR char *
 #define CFG_CTYPE_INT int64_t

@@ -11,31 +11,33 @@
 #define EXECD_EVENT_CATALOG_H
 
 #define EVF_EXECUTION_REQUESTED(F)                                                                 \
-    F(execution_id, STR, 1) F(script, STR, 1) F(lang, STR, 1) F(lang_version, STR, 1)              \
-    F(runtime_image, STR, 1) F(runtime_command, ARR, 1) F(timeout_seconds, INT, 1)                 \
-    F(cpu_request, STR, 1) F(cpu_limit, STR, 1) F(memory_request, STR, 1) F(memory_limit, STR, 1)  \
-    F(priority, INT, 1)
+    F(execution_id, STR, 1)                                                                        \
+    F(script, STR, 1) F(lang, STR, 1) F(lang_version, STR, 1) F(runtime_image, STR, 1)             \
+        F(runtime_command, ARR, 1) F(timeout_seconds, INT, 1) F(cpu_request, STR, 1)               \
+            F(cpu_limit, STR, 1) F(memory_request, STR, 1) F(memory_limit, STR, 1)                 \
+                F(priority, INT, 1)
 #define EVF_EXECUTION_ACCEPTED(F) F(execution_id, STR, 1)
 #define EVF_EXECUTION_QUEUED(F)                                                                    \
     F(execution_id, STR, 1) F(position, INT, 1) F(estimated_wait_seconds, NUM, 0)
-#define EVF_EXECUTION_REJECTED(F)                                                                  \
-    F(execution_id, STR, 1) F(reason, STR, 1) F(retry_after, INT, 0)
+#define EVF_EXECUTION_REJECTED(F) F(execution_id, STR, 1) F(reason, STR, 1) F(retry_after, INT, 0)
 #define EVF_EXECUTION_SCHEDULED(F) F(execution_id, STR, 1) F(task_topic, STR, 0)
 #define EVF_EXECUTION_STARTED(F) F(execution_id, STR, 1) F(pod_name, STR, 0)
 #define EVF_EXECUTION_COMPLETED(F)                                                                 \
-    F(execution_id, STR, 1) F(exit_code, INT, 1) F(stdout, STR, 1) F(stderr, STR, 1)               \
-    F(resource_usage, OBJ, 1) F(stdout_truncated, BOOL, 0) F(stderr_truncated, BOOL, 0)
+    F(execution_id, STR, 1)                                                                        \
+    F(exit_code, INT, 1) F(stdout, STR, 1) F(stderr, STR, 1) F(resource_usage, OBJ, 1)             \
+        F(stdout_truncated, BOOL, 0) F(stderr_truncated, BOOL, 0)
 #define EVF_EXECUTION_FAILED(F)                                                                    \
-    F(execution_id, STR, 1) F(error_type, STR, 1) F(message, STR, 1) F(exit_code, INT, 0)          \
-    F(stdout, STR, 0) F(stderr, STR, 0) F(resource_usage, OBJ, 0)
+    F(execution_id, STR, 1)                                                                        \
+    F(error_type, STR, 1) F(message, STR, 1) F(exit_code, INT, 0) F(stdout, STR, 0)                \
+        F(stderr, STR, 0) F(resource_usage, OBJ, 0)
 #define EVF_EXECUTION_TIMEOUT(F)                                                                   \
-    F(execution_id, STR, 1) F(timeout_seconds, INT, 1) F(stdout, STR, 0) F(stderr, STR, 0)         \
-    F(resource_usage, OBJ, 0)
+    F(execution_id, STR, 1)                                                                        \
+    F(timeout_seconds, INT, 1) F(stdout, STR, 0) F(stderr, STR, 0) F(resource_usage, OBJ, 0)
 #define EVF_EXECUTION_CANCEL_REQUESTED(F) F(execution_id, STR, 1) F(reason, STR, 0) F(by, STR, 0)
 #define EVF_EXECUTION_CANCELLED(F) F(execution_id, STR, 1) F(reason, STR, 0)
 #define EVF_POD(F)                                                                                 \
-    F(execution_id, STR, 1) F(pod_name, STR, 1) F(namespace, STR, 1) F(reason, STR, 0)             \
-    F(exit_code, INT, 0)
+    F(execution_id, STR, 1)                                                                        \
+    F(pod_name, STR, 1) F(namespace, STR, 1) F(reason, STR, 0) F(exit_code, INT, 0)
 #define EVF_RESULT_STORED(F) F(execution_id, STR, 1) F(size_bytes, INT, 1) F(status, STR, 0)
 #define EVF_RESULT_FAILED(F) F(execution_id, STR, 1) F(error, STR, 1)
 #define EVF_SAGA(F)                                                                                \
@@ -48,8 +50,8 @@
 #define EVF_NOTIFICATION(F)                                                                        \
     F(notification_id, STR, 1) F(user_id, STR, 1) F(channel, STR, 0) F(error, STR, 0)
 #define EVF_DLQ(F)                                                                                 \
-    F(original_event_id, STR, 0) F(original_topic, STR, 1) F(consumer_group, STR, 0)               \
-    F(error, STR, 0) F(retry_count, INT, 0)
+    F(original_event_id, STR, 0)                                                                   \
+    F(original_topic, STR, 1) F(consumer_group, STR, 0) F(error, STR, 0) F(retry_count, INT, 0)
 #define EVF_REPLAY(F) F(session_id, STR, 1) F(status, STR, 0)
 #define EVF_SCHEMA(F) F(subject, STR, 1) F(version, INT, 1) F(schema_id, INT, 1)
 

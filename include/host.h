@@ -16,12 +16,12 @@ struct http_server;
 struct metrics;
 
 struct host {
-    const char *role;          /* this role's name, for logs */
-    const struct config *cfg;  /* const after start-up */
-    struct bus *bus;           /* shared producer + consumer factory */
-    struct store *store;       /* MongoDB client pool */
-    struct http_server *http;  /* the main HTTP server (EXECD_HTTP_LISTEN) */
-    struct metrics *metrics;   /* the process's metrics registry */
+    const char *role;            /* this role's name, for logs */
+    const struct config *cfg;    /* const after start-up */
+    struct bus *bus;             /* shared producer + consumer factory */
+    struct store *store;         /* MongoDB client pool */
+    struct http_server *http;    /* the main HTTP server (EXECD_HTTP_LISTEN) */
+    struct metrics *metrics;     /* the process's metrics registry */
     const atomic_bool *stopping; /* set when shutdown begins */
 };
 

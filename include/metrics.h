@@ -22,8 +22,8 @@ void metrics_free(struct metrics *metrics);
  * Returns the metric (owned by the registry) or NULL on allocation failure. */
 struct metric *metrics_get(struct metrics *metrics, enum metric_kind kind, const char *name,
                            const char *help, const char *labels);
-void metric_add(struct metric *m, int64_t delta);  /* counter or gauge */
-void metric_set(struct metric *m, int64_t value);  /* gauge */
+void metric_add(struct metric *m, int64_t delta);      /* counter or gauge */
+void metric_set(struct metric *m, int64_t value);      /* gauge */
 void metric_observe(struct metric *m, double seconds); /* histogram */
 
 /* Appends the Prometheus text exposition; 0 or -ENOMEM. */

@@ -16,7 +16,7 @@
     X(EXECUTION_TASKS, "execution_tasks", 3, 1 * DAY_MS, 2 * 1048576)                              \
     X(SAGA_COMMANDS, "saga_commands", 3, 1 * DAY_MS, 1048576)                                      \
     X(USER_EVENTS, "user_events", 3, 30 * DAY_MS, 1048576)                                         \
-    X(NOTIFICATION_EVENTS, "notification_events", 3, 7 * DAY_MS, 1048576)                         \
+    X(NOTIFICATION_EVENTS, "notification_events", 3, 7 * DAY_MS, 1048576)                          \
     X(SYSTEM_EVENTS, "system_events", 3, 30 * DAY_MS, 1048576)                                     \
     X(DEAD_LETTER_QUEUE, "dead_letter_queue", 3, 14 * DAY_MS, 4 * 1048576)
 

@@ -54,25 +54,24 @@ struct app {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: execd [--config FILE] [--set KEY=VALUE]... [command]\n"
-            "\n"
-            "Runs the roles named by EXECD_ROLES (default: all) until SIGTERM/SIGINT.\n"
-            "\n"
-            "options:\n"
-            "  --help                 this text and the configuration keys\n"
-            "  --version              print the version\n"
-            "  --print-config         print the effective configuration (secrets masked)\n"
-            "  --check-config         validate the configuration and exit\n"
-            "  --print-reference      print config/reference.md\n"
-            "  --print-example-config print an example config file\n"
-            "  --list-roles           print the roles this build provides\n"
-            "  --config FILE          read KEY=VALUE lines from FILE\n"
-            "  --set KEY=VALUE        override one key (highest precedence)\n"
-            "\n"
-            "commands:\n"
-            "  bus-publish ...        publish test events (see execd bus-publish --help)\n"
-            "\n");
+    fprintf(out, "usage: execd [--config FILE] [--set KEY=VALUE]... [command]\n"
+                 "\n"
+                 "Runs the roles named by EXECD_ROLES (default: all) until SIGTERM/SIGINT.\n"
+                 "\n"
+                 "options:\n"
+                 "  --help                 this text and the configuration keys\n"
+                 "  --version              print the version\n"
+                 "  --print-config         print the effective configuration (secrets masked)\n"
+                 "  --check-config         validate the configuration and exit\n"
+                 "  --print-reference      print config/reference.md\n"
+                 "  --print-example-config print an example config file\n"
+                 "  --list-roles           print the roles this build provides\n"
+                 "  --config FILE          read KEY=VALUE lines from FILE\n"
+                 "  --set KEY=VALUE        override one key (highest precedence)\n"
+                 "\n"
+                 "commands:\n"
+                 "  bus-publish ...        publish test events (see execd bus-publish --help)\n"
+                 "\n");
     config_help(out);
 }
 
@@ -215,9 +214,9 @@ static void on_metrics(struct http_req *req, void *ctx)
 {
     struct app *app = ctx;
     struct strbuf sb = {0};
-    metric_set(metrics_get(app->metrics, METRIC_GAUGE, "execd_uptime_seconds",
-                           "Seconds since start", ""),
-               (now_mono_ms() - app->started_ms) / 1000);
+    metric_set(
+        metrics_get(app->metrics, METRIC_GAUGE, "execd_uptime_seconds", "Seconds since start", ""),
+        (now_mono_ms() - app->started_ms) / 1000);
     if (metrics_render(app->metrics, &sb) != 0) {
         sb_release(&sb);
         http_respond_error(req, 500, "Infrastructure", "cannot render metrics");
@@ -241,8 +240,8 @@ static int connect_bus(struct app *app)
     int64_t delay = 250;
     while ((rc = bus_ensure_topics(app->bus)) != 0) {
         if (now_mono_ms() > deadline || atomic_load(&app->stopping)) {
-            log_error("main", "cannot create topics", "brokers=%s err=%d",
-                      app->cfg.kafka_brokers, rc);
+            log_error("main", "cannot create topics", "brokers=%s err=%d", app->cfg.kafka_brokers,
+                      rc);
             return rc;
         }
         log_warn("main", "cannot reach kafka, retrying", "brokers=%s retry_ms=%lld",
@@ -290,8 +289,7 @@ static void stop_roles(struct app *app)
     for (int i = app->nroles - 1; i >= 0; i--) {
         struct instance *in = &app->roles[i];
         if (in->started && in->role->join(in->state, deadline) != 0)
-            log_warn("main", "role did not stop within the deadline", "role=%s",
-                     in->role->name);
+            log_warn("main", "role did not stop within the deadline", "role=%s", in->role->name);
         in->started = 0;
     }
 }

@@ -50,8 +50,7 @@ static const struct key *key_find(const char *env, size_t len)
 
 static int parse_bool(const char *v, bool *out)
 {
-    if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes") ||
-        !strcasecmp(v, "on"))
+    if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
         *out = true;
     else if (!strcasecmp(v, "false") || !strcmp(v, "0") || !strcasecmp(v, "no") ||
              !strcasecmp(v, "off"))
@@ -142,8 +141,7 @@ static char *trim(char *s)
     return s;
 }
 
-static int load_file(struct config *cfg, const char *path, int required, char *err,
-                     size_t errlen)
+static int load_file(struct config *cfg, const char *path, int required, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -167,7 +165,8 @@ static int load_file(struct config *cfg, const char *path, int required, char *e
             *eq = '\0';
             char *k = trim(s), *v = trim(eq + 1);
             size_t vl = strlen(v);
-            if (vl >= 2 && ((v[0] == '"' && v[vl - 1] == '"') || (v[0] == '\'' && v[vl - 1] == '\''))) {
+            if (vl >= 2 &&
+                ((v[0] == '"' && v[vl - 1] == '"') || (v[0] == '\'' && v[vl - 1] == '\''))) {
                 v[vl - 1] = '\0';
                 v++;
             }
@@ -196,8 +195,7 @@ static int validate(const struct config *cfg, char *err, size_t errlen)
         return -EINVAL;
     }
     if (strcasecmp(cfg->log_format, "logfmt") && strcasecmp(cfg->log_format, "json")) {
-        snprintf(err, errlen, "EXECD_LOG_FORMAT: '%s' is not one of logfmt, json",
-                 cfg->log_format);
+        snprintf(err, errlen, "EXECD_LOG_FORMAT: '%s' is not one of logfmt, json", cfg->log_format);
         return -EINVAL;
     }
     const char *listens[] = {cfg->http_listen, cfg->node_listen};
@@ -274,7 +272,8 @@ static void value_str(const struct config *cfg, const struct key *k, char *out, 
         snprintf(out, len, "%lld", (long long)*(const int64_t *)(const void *)(base + k->offset));
         break;
     case T_BOOL:
-        snprintf(out, len, "%s", *(const bool *)(const void *)(base + k->offset) ? "true" : "false");
+        snprintf(out, len, "%s",
+                 *(const bool *)(const void *)(base + k->offset) ? "true" : "false");
         break;
     }
 }

@@ -44,7 +44,10 @@ int log_setup(const char *level, const char *format)
     return 0;
 }
 
-int log_enabled(enum log_level level) { return (int)level >= atomic_load(&min_level); }
+int log_enabled(enum log_level level)
+{
+    return (int)level >= atomic_load(&min_level);
+}
 
 void log_set_request_id(const char *id)
 {

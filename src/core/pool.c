@@ -21,11 +21,11 @@ struct job {
 
 struct pool {
     pthread_mutex_t mu;
-    pthread_cond_t work;  /* a job was queued or we are stopping */
-    pthread_cond_t idle;  /* the queue drained and no job runs */
+    pthread_cond_t work; /* a job was queued or we are stopping */
+    pthread_cond_t idle; /* the queue drained and no job runs */
     struct job *ring;
     size_t cap, head, count;
-    int running;          /* jobs being executed */
+    int running; /* jobs being executed */
     bool stopping;
     int nthreads;
     pthread_t *threads;

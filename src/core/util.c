@@ -23,8 +23,14 @@ static int64_t clock_ms(clockid_t id)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int64_t now_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
-int64_t now_wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
+int64_t now_mono_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
+}
+int64_t now_wall_ms(void)
+{
+    return clock_ms(CLOCK_REALTIME);
+}
 
 int64_t now_wall_us(void)
 {
@@ -123,7 +129,10 @@ int ts_parse_us(const char *s, int64_t *out_us)
 static pthread_once_t rnd_once = PTHREAD_ONCE_INIT;
 static int rnd_fd = -1;
 
-static void rnd_open(void) { rnd_fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC); }
+static void rnd_open(void)
+{
+    rnd_fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+}
 
 static void rnd_bytes(unsigned char *buf, size_t n)
 {
@@ -220,7 +229,10 @@ int sb_append(struct strbuf *sb, const char *data, size_t len)
     return 0;
 }
 
-int sb_puts(struct strbuf *sb, const char *str) { return sb_append(sb, str, strlen(str)); }
+int sb_puts(struct strbuf *sb, const char *str)
+{
+    return sb_append(sb, str, strlen(str));
+}
 
 int sb_vprintf(struct strbuf *sb, const char *fmt, va_list ap)
 {
@@ -263,4 +275,7 @@ void sb_release(struct strbuf *sb)
     sb->len = sb->cap = 0;
 }
 
-char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
+char *xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}

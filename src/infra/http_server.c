@@ -111,9 +111,9 @@ int http_server_new(const struct http_server_opts *opts, struct http_server **ou
     if (srv->metrics) {
         char labels[64];
         snprintf(labels, sizeof(labels), "server=\"%s\"", srv->name);
-        srv->m_dur = metrics_get(srv->metrics, METRIC_HISTOGRAM,
-                                 "execd_http_request_duration_seconds",
-                                 "HTTP request handling time", labels);
+        srv->m_dur =
+            metrics_get(srv->metrics, METRIC_HISTOGRAM, "execd_http_request_duration_seconds",
+                        "HTTP request handling time", labels);
     }
     *out = srv;
     return 0;
@@ -288,8 +288,7 @@ int http_respond(struct http_req *req, int status, const char *content_type, con
     if (req->responded)
         return -EALREADY;
     send_headers(req, status, content_type, (long long)len, 0);
-    if (len && strcmp(req->ri->request_method, "HEAD") != 0 &&
-        mg_write(req->conn, body, len) <= 0)
+    if (len && strcmp(req->ri->request_method, "HEAD") != 0 && mg_write(req->conn, body, len) <= 0)
         return -EPIPE;
     return 0;
 }
@@ -352,8 +351,14 @@ int http_status_for_errno(int err)
     }
 }
 
-bool http_responded(const struct http_req *req) { return req->responded != 0; }
-int http_status(const struct http_req *req) { return req->status; }
+bool http_responded(const struct http_req *req)
+{
+    return req->responded != 0;
+}
+int http_status(const struct http_req *req)
+{
+    return req->status;
+}
 
 int http_stream_begin(struct http_req *req, int status, const char *content_type)
 {
@@ -375,12 +380,30 @@ int http_stream_write(struct http_req *req, const void *data, size_t len)
     return 0;
 }
 
-const char *http_method(const struct http_req *req) { return req->ri->request_method; }
-const char *http_path(const struct http_req *req) { return req->ri->local_uri; }
-const char *http_request_id(const struct http_req *req) { return req->request_id; }
-const char *http_remote_addr(const struct http_req *req) { return req->ri->remote_addr; }
-bool http_is_tls(const struct http_req *req) { return req->ri->is_ssl != 0; }
-struct http_server *http_req_server(const struct http_req *req) { return req->srv; }
+const char *http_method(const struct http_req *req)
+{
+    return req->ri->request_method;
+}
+const char *http_path(const struct http_req *req)
+{
+    return req->ri->local_uri;
+}
+const char *http_request_id(const struct http_req *req)
+{
+    return req->request_id;
+}
+const char *http_remote_addr(const struct http_req *req)
+{
+    return req->ri->remote_addr;
+}
+bool http_is_tls(const struct http_req *req)
+{
+    return req->ri->is_ssl != 0;
+}
+struct http_server *http_req_server(const struct http_req *req)
+{
+    return req->srv;
+}
 
 const char *http_param(const struct http_req *req, const char *name)
 {
@@ -628,32 +651,16 @@ int http_server_start(struct http_server *srv)
     char threads[16], timeout[16];
     snprintf(threads, sizeof(threads), "%d", srv->threads);
     snprintf(timeout, sizeof(timeout), "%d", srv->timeout_ms);
-    const char *options[] = {"listening_ports",
-                             srv->listen,
-                             "num_threads",
-                             threads,
-                             "request_timeout_ms",
-                             timeout,
-                             "enable_keep_alive",
-                             "yes",
-                             "keep_alive_timeout_ms",
-                             "15000",
-                             "tcp_nodelay",
-                             "1",
-                             "listen_backlog",
-                             "512",
-                             "enable_auth_domain_check",
-                             "no",
-                             /* CORS preflights are answered by a middleware
-                              * (the api role's), never by civetweb with "*". */
-                             "access_control_allow_origin",
-                             "",
-                             "access_control_allow_methods",
-                             "",
-                             NULL};
+    const char *options[] = {
+        "listening_ports", srv->listen, "num_threads", threads, "request_timeout_ms", timeout,
+        "enable_keep_alive", "yes", "keep_alive_timeout_ms", "15000", "tcp_nodelay", "1",
+        "listen_backlog", "512", "enable_auth_domain_check", "no",
+        /* CORS preflights are answered by a middleware
+         * (the api role's), never by civetweb with "*". */
+        "access_control_allow_origin", "", "access_control_allow_methods", "", NULL};
     struct mg_callbacks cb = {.log_message = civet_log};
-    struct mg_init_data init = {.callbacks = &cb, .user_data = srv,
-                                .configuration_options = options};
+    struct mg_init_data init = {
+        .callbacks = &cb, .user_data = srv, .configuration_options = options};
     char errtxt[256] = "";
     struct mg_error_data err = {.text = errtxt, .text_buffer_size = sizeof(errtxt)};
     srv->ctx = mg_start2(&init, &err);
@@ -671,7 +678,10 @@ int http_server_start(struct http_server *srv)
     return 0;
 }
 
-int http_server_port(const struct http_server *srv) { return srv->port; }
+int http_server_port(const struct http_server *srv)
+{
+    return srv->port;
+}
 
 void http_server_stop(struct http_server *srv)
 {

@@ -25,7 +25,6 @@
 #define COUNTERS "counters"
 #define RACE_ATTEMPTS 8
 
-
 static const char *const type_names[] = {"string",  "integer", "number",
                                          "boolean", "object",  "array"};
 
@@ -255,7 +254,8 @@ static int sync_type(struct store *store, enum event_type type, const cJSON *all
             goto done;
         }
         if (rc != -EEXIST) {
-            snprintf(err, errlen, "cannot register the schema of '%s': %s", name, store_strerror(rc));
+            snprintf(err, errlen, "cannot register the schema of '%s': %s", name,
+                     store_strerror(rc));
             goto done;
         }
         /* Another process registered this version first. */

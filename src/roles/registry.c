@@ -22,17 +22,8 @@ extern const struct role role_saga;
 extern const struct role role_sse;
 
 const struct role *const role_registry[] = {
-    &role_store,
-    &role_api,
-    &role_node,
-    &role_coordinator,
-    &role_worker,
-    &role_monitor,
-    &role_results,
-    &role_projection,
-    &role_saga,
-    &role_sse,
-    NULL,
+    &role_store,   &role_api,        &role_node, &role_coordinator, &role_worker, &role_monitor,
+    &role_results, &role_projection, &role_saga, &role_sse,         NULL,
 };
 
 const struct role *role_find(const char *name)

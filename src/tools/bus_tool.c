@@ -381,7 +381,8 @@ static int publish_one(struct bus *bus, const struct tool_opts *o, char *id, siz
         enum topic_id topic =
             o->topic >= 0 ? (enum topic_id)o->topic : event_topic((enum event_type)o->type);
         for (long r = 0; r < o->repeat && rc == 0; r++)
-            rc = o->invalid ? publish_invalid(bus, topic, ev) : bus_publish_event_to(bus, topic, ev);
+            rc =
+                o->invalid ? publish_invalid(bus, topic, ev) : bus_publish_event_to(bus, topic, ev);
     }
     event_free(ev);
     return rc;

@@ -50,7 +50,6 @@
 #define RETRY_MAX_MS 5000
 #define RETRY_SLICE_MS 50
 
-
 struct store_role {
     struct host *host;
     struct bus_consumer *consumers[MAX_CONSUMERS];
